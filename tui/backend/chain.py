@@ -1,0 +1,256 @@
+"""The chain model: every drive's backing chain, built from QEMU's own view.
+
+QEMU is asked for ``x-debug-query-block-graph`` (nodes and edges, including
+block-job nodes and filters), ``query-named-block-nodes`` (sizes, files,
+formats), ``query-block`` (device names, qemu-system) and
+``query-block-exports`` (NBD exports, qemu-storage-daemon).  The functions
+here are pure: they turn those answers into :class:`Drive` objects, so they
+can be tested on recorded answers as well as on a live QEMU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+# Nodes QEMU inserts above an image while a job runs; never shown as images.
+FILTER_DRIVERS = frozenset(
+    {"copy-on-read", "mirror_top", "commit_top", "throttle", "preallocate", "compress", "snapshot-access"}
+)
+# Protocol nodes: the file under a format node; folded into it.
+PROTOCOL_DRIVERS = frozenset(
+    {"file", "host_device", "host_cdrom", "nbd", "nfs", "ssh", "http", "https", "ftp", "ftps",
+     "null-co", "null-aio", "iscsi", "rbd", "gluster", "nvme", "io_uring"}
+)
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image of a chain (a format node, or a raw protocol node at the bottom)."""
+
+    node_name: str
+    filename: str
+    format: str
+    virtual_size: int
+    actual_size: int | None
+    backing_file: str | None
+    read_only: bool
+    job: str | None = None  # id of the job that holds this node, if any
+
+    @property
+    def label(self) -> str:
+        name = self.filename
+        if name.startswith("json:"):
+            return self.node_name
+        return os.path.basename(name) or name
+
+
+@dataclass
+class Drive:
+    """A drive: a device of qemu-system, or a root node of qemu-storage-daemon."""
+
+    session: str
+    name: str
+    device: str  # what to pass as ``device`` to block-stream & co.
+    has_device: bool  # a named BlockBackend exists (``device`` is its name)
+    images: list[Image]  # bottom (no backing file) first, active image last
+    root_node: str  # node at the root, a job filter while one runs
+    jobs: list[str] = field(default_factory=list)  # ids of jobs holding any of its nodes
+    export: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.session, self.name)
+
+    @property
+    def active(self) -> Image:
+        return self.images[-1]
+
+    @property
+    def base(self) -> Image:
+        return self.images[0]
+
+    def index_of(self, node_name: str) -> int:
+        for i, img in enumerate(self.images):
+            if img.node_name == node_name:
+                return i
+        raise KeyError(node_name)
+
+    def find(self, name: str) -> Image | None:
+        """An image by node name, file name or label."""
+        for img in self.images:
+            if name in (img.node_name, img.filename, img.label):
+                return img
+        return None
+
+    def notation(self) -> str:
+        return chain_notation(img.label for img in self.images)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.jobs)
+
+
+def chain_notation(labels: Any) -> str:
+    """``[A] -> [B] -> [C]``, the notation of the live-block-operations text."""
+    return " -> ".join(f"[{label}]" for label in labels)
+
+
+@dataclass
+class JobTarget:
+    """A node a job writes to that is not part of any drive's chain (a mirror target)."""
+
+    job: str
+    node_name: str
+    filename: str
+    format: str
+
+
+def build_drives(
+    session: str,
+    graph: dict[str, Any],
+    named_nodes: list[dict[str, Any]],
+    block: list[dict[str, Any]] | None = None,
+    exports: list[dict[str, Any]] | None = None,
+) -> tuple[list[Drive], list[JobTarget]]:
+    """Turn QEMU's answers into drives (and the targets jobs write to)."""
+    info = {n["node-name"]: n for n in named_nodes if n.get("node-name")}
+    nodes = {n["id"]: n for n in graph.get("nodes", [])}
+    children: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    parents: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for e in graph.get("edges", []):
+        children[e["parent"]].append((e["name"], e["child"]))
+        parents[e["child"]].append((e["name"], e["parent"]))
+
+    held_by: dict[int, str] = {}
+    for nid, node in nodes.items():
+        if node["type"] == "block-job":
+            for _, child in children[nid]:
+                held_by.setdefault(child, node["name"])
+
+    # Device names: a block-backend's name (-drive id), or query-block's
+    # device/qdev for the node at its root.
+    device_of_root: dict[str, tuple[str, bool]] = {}
+    for dev in block or []:
+        inserted = dev.get("inserted") or {}
+        root = inserted.get("node-name")
+        if not root:
+            continue
+        if dev.get("device"):
+            device_of_root[root] = (dev["device"], True)
+        elif dev.get("qdev"):
+            device_of_root[root] = (dev["qdev"].rstrip("/").split("/")[-1], False)
+    export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
+
+    def driver(nid: int) -> str:
+        name = nodes[nid].get("name", "")
+        return info.get(name, {}).get("drv", "")
+
+    def child(nid: int, *roles: str) -> int | None:
+        for role in roles:
+            for name, c in children[nid]:
+                if name == role:
+                    return c
+        return None
+
+    candidates: list[Drive] = []
+    drives: list[Drive] = []
+    targets: list[JobTarget] = []
+    for nid, node in sorted(nodes.items()):
+        if node["type"] != "block-driver":
+            continue
+        node_parents = parents[nid]
+        used = node["name"] in device_of_root or node["name"] in export_of_node
+        if not used and any(nodes[p]["type"] == "block-driver" for _, p in node_parents):
+            continue  # not a root
+        drv = driver(nid)
+        job_edges = [(role, p) for role, p in node_parents if nodes[p]["type"] == "block-job"]
+        target_of = next((nodes[p]["name"] for role, p in job_edges if role == "target"), None)
+        if drv in PROTOCOL_DRIVERS and not node_parents and node["name"] not in export_of_node:
+            continue  # a bare protocol node nobody uses
+        images: list[Image] = []
+        jobs: list[str] = []
+        cur: int | None = nid
+        seen: set[int] = set()
+        while cur is not None and cur not in seen:
+            seen.add(cur)
+            name = nodes[cur]["name"]
+            if cur in held_by and held_by[cur] not in jobs:
+                jobs.append(held_by[cur])
+            d = driver(cur)
+            if d in FILTER_DRIVERS:
+                cur = child(cur, "backing", "file")
+                continue
+            entry = info.get(name, {})
+            image = entry.get("image", {})
+            images.append(
+                Image(
+                    node_name=name,
+                    filename=entry.get("file") or image.get("filename", name),
+                    format=d or image.get("format", "?"),
+                    virtual_size=int(image.get("virtual-size", 0)),
+                    actual_size=image.get("actual-size"),
+                    backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
+                    read_only=bool(entry.get("ro", False)),
+                    job=held_by.get(cur),
+                )
+            )
+            cur = child(cur, "backing")
+        if not images:
+            continue
+        if target_of is not None:
+            top = images[0]
+            targets.append(JobTarget(target_of, top.node_name, top.filename, top.format))
+            continue
+        images.reverse()
+        top_name = images[-1].node_name
+        root_name = node["name"]
+        dev = device_of_root.get(root_name) or device_of_root.get(top_name)
+        export = export_of_node.get(root_name) or export_of_node.get(top_name)
+        if dev and dev[1]:
+            name, device, has_device = dev[0], dev[0], True
+        elif dev:
+            name, device, has_device = dev[0], top_name, False
+        elif export:
+            name, device, has_device = export, top_name, False
+        else:
+            name, device, has_device = top_name, top_name, False
+        # a backend's own name when query-block was not asked (qemu-storage-daemon has none)
+        candidates.append(
+            Drive(
+                session=session,
+                name=name,
+                device=device,
+                has_device=has_device,
+                images=images,
+                root_node=root_name,
+                jobs=jobs,
+                export=export,
+            )
+        )
+    # A root nobody uses (only the monitor holds it) whose chain shares images
+    # with a used drive is what a pivot or active commit left behind: hide it.
+    used_nodes = {
+        img.node_name for d in candidates if d.has_device or d.export or d.name != d.device for img in d.images
+    }
+    for d in candidates:
+        named = d.has_device or d.export is not None or d.name != d.device
+        if not named and any(img.node_name in used_nodes for img in d.images):
+            continue
+        drives.append(d)
+    drives.sort(key=lambda d: d.name)
+    return drives, targets
+
+
+async def query_drives(session: Any) -> tuple[list[Drive], list[JobTarget]]:
+    """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives."""
+    graph = await session.execute("x-debug-query-block-graph")
+    named = await session.execute("query-named-block-nodes", {"flat": True})
+    block = await session.execute("query-block")
+    try:
+        exports = await session.execute("query-block-exports")
+    except Exception:  # noqa: BLE001 - older QEMU without exports
+        exports = []
+    return build_drives(session.name, graph, named, block, exports)

@@ -1,0 +1,503 @@
+"""The hub: all sessions, their drives and jobs, and the operations on them.
+
+The hub owns the background work (event handling, progress polling, chain
+refreshes) and tells its listeners what changed through small change objects.
+The UI subscribes and turns them into Textual messages; nothing here imports
+Textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chain import Drive, JobTarget, query_drives
+from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
+from .jobs import ENDED_STATES, Job, JobTracker
+from .ops import Plan, make_id, make_node_name
+from .session import QemuSession, SessionState, is_loopback
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.2  # query-block-jobs while jobs run: 5 per second
+
+
+# -- what listeners hear ---------------------------------------------------
+@dataclass
+class SessionChanged:
+    session: QemuSession
+
+
+@dataclass
+class DrivesChanged:
+    session: str
+
+
+@dataclass
+class JobsChanged:
+    jobs: list[Job]
+
+
+@dataclass
+class LogEntry:
+    text: str
+    session: str = ""
+    kind: str = "info"  # info, action, event, error, warning
+    when: float = field(default_factory=time.time)
+    data: Any = None
+
+
+Change = SessionChanged | DrivesChanged | JobsChanged | LogEntry
+Listener = Callable[[Change], None]
+
+
+class Hub:
+    def __init__(self, poll_interval: float = POLL_INTERVAL) -> None:
+        self.sessions: dict[str, QemuSession] = {}
+        self.drives: dict[str, list[Drive]] = {}
+        self.targets: dict[str, list[JobTarget]] = {}
+        self.tracker = JobTracker()
+        self.log: deque[LogEntry] = deque(maxlen=5000)
+        self.poll_interval = poll_interval
+        self._listeners: list[Listener] = []
+        self._pollers: dict[str, asyncio.Task[None]] = {}
+        self._refreshers: dict[str, asyncio.Task[None]] = {}
+        self._refresh_dirty: set[str] = set()
+        self._refresh_events: dict[str, asyncio.Event] = {}
+        self._closed = False
+
+    # -- listeners -------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, change: Change) -> None:
+        if isinstance(change, LogEntry):
+            self.log.append(change)
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:  # noqa: BLE001 - a listener must not break the hub
+                log.exception("listener failed")
+
+    def note(self, text: str, session: str = "", kind: str = "info", data: Any = None) -> None:
+        self._emit(LogEntry(text, session, kind, data=data))
+
+    # -- sessions --------------------------------------------------------
+    async def add(self, address: str, name: str | None = None, *, reconnect: bool = True) -> QemuSession:
+        """Connect to a QEMU; returns after the first attempt (see QemuSession.start)."""
+        session = QemuSession(address, name, reconnect=reconnect)
+        base, n = session.name, 2
+        while session.name in self.sessions:
+            session.name = f"{base}#{n}"
+            n += 1
+        self.sessions[session.name] = session
+        self.drives.setdefault(session.name, [])
+        session.subscribe_events(self._on_event)
+        session.subscribe_state(self._on_state)
+        if not is_loopback(session.address):
+            self.note(
+                f"{session.address_text} is not a loopback address: QMP has no authentication, "
+                "anyone who reaches it controls that QEMU",
+                session.name,
+                "warning",
+            )
+        try:
+            await session.start()
+        except ChainTuiError:
+            del self.sessions[session.name]
+            self.drives.pop(session.name, None)
+            raise
+        return session
+
+    async def remove(self, name: str) -> None:
+        session = self.sessions.pop(name, None)
+        if session is not None:
+            await session.close()
+        self.drives.pop(name, None)
+        self._emit(DrivesChanged(name))
+
+    def _on_state(self, session: QemuSession) -> None:
+        if session.name not in self.sessions:
+            return
+        if session.state is SessionState.CONNECTED:
+            what = "reconnected" if session.generation > 1 else "connected"
+            self.note(f"{what} to {session.address_text}", session.name)
+            self.schedule_refresh(session.name)
+            self._ensure_poller(session.name, force=True)
+        elif session.state is SessionState.LOST:
+            self.note(f"connection lost: {session.last_error}; retrying", session.name, "error")
+            changed = self.tracker.on_lost(session.name)
+            if changed:
+                self._emit(JobsChanged(changed))
+        self._emit(SessionChanged(session))
+
+    def _on_event(self, session: QemuSession, event: dict[str, Any]) -> None:
+        name = event.get("event", "")
+        data = event.get("data") or {}
+        if name.startswith("BLOCK_JOB") or name == "JOB_STATUS_CHANGE":
+            self._emit(LogEntry(_describe_event(name, data), session.name, "event", data=event))
+            changed = self.tracker.on_event(session.name, event)
+            if changed:
+                self._emit(JobsChanged(changed))
+            status = data.get("status")
+            if name in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_READY") or status in (
+                "created",
+                "concluded",
+                "null",
+            ):
+                self.schedule_refresh(session.name)
+            if name == "BLOCK_JOB_ERROR":
+                self._emit(
+                    LogEntry(
+                        f"job {data.get('device')}: I/O error during {data.get('operation')}, "
+                        f"action {data.get('action')}",
+                        session.name,
+                        "error",
+                        data=data,
+                    )
+                )
+            self._ensure_poller(session.name)
+        elif name not in ("RTC_CHANGE",):
+            self._emit(LogEntry(name, session.name, "event", data=event))
+
+    # -- refresh ---------------------------------------------------------
+    def schedule_refresh(self, session: str) -> None:
+        """Re-read the block graph soon; several requests collapse into one."""
+        if self._closed:
+            return
+        self._refresh_dirty.add(session)
+        task = self._refreshers.get(session)
+        if task is None or task.done():
+            self._refreshers[session] = asyncio.create_task(self._refresh_loop(session))
+
+    async def _refresh_loop(self, session: str) -> None:
+        while session in self._refresh_dirty:
+            self._refresh_dirty.discard(session)
+            try:
+                await self.refresh(session)
+            except NotConnected:
+                return
+            except QMPCommandError as exc:
+                self.note(f"could not read the block graph: {exc}", session, "error")
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.exception("refresh failed")
+                self.note(f"could not read the block graph: {exc}", session, "error")
+                return
+
+    async def refresh(self, session: str) -> list[Drive]:
+        """Re-read the block graph of one session now."""
+        sess = self.sessions[session]
+        drives, targets = await query_drives(sess)
+        self.drives[session] = drives
+        self.targets[session] = targets
+        changed: list[Job] = []
+        for drive in drives:
+            for job_id in drive.jobs:
+                job = self.tracker.ensure(session, job_id)
+                if job.drive != drive.name:
+                    job.drive = drive.name
+                    job._touch()
+                    changed.append(job)
+        for target in targets:
+            job = self.tracker.ensure(session, target.job)
+            if job.target is None:
+                job.target = target.filename
+                job._touch()
+                changed.append(job)
+        self._emit(DrivesChanged(session))
+        if changed:
+            self._emit(JobsChanged(changed))
+        return drives
+
+    async def refresh_all(self) -> None:
+        for name, sess in list(self.sessions.items()):
+            if sess.connected:
+                try:
+                    await self.refresh(name)
+                except ChainTuiError:
+                    pass
+
+    # -- polling ---------------------------------------------------------
+    def _ensure_poller(self, session: str, force: bool = False) -> None:
+        if self._closed:
+            return
+        task = self._pollers.get(session)
+        if task is not None and not task.done():
+            return
+        if force or self.tracker.active_for(session):
+            self._pollers[session] = asyncio.create_task(self._poll_loop(session))
+
+    async def poll(self, session: str) -> list[Job]:
+        sess = self.sessions[session]
+        block_jobs = await sess.execute("query-block-jobs")
+        jobs = await sess.execute("query-jobs")
+        changed = self.tracker.on_poll(session, block_jobs, jobs)
+        # a job another client started: find which drive it belongs to
+        if any(j.drive is None and j.active for j in self.tracker.for_session(session)):
+            self.schedule_refresh(session)
+        if changed:
+            self._emit(JobsChanged(changed))
+        return changed
+
+    async def _poll_loop(self, session: str) -> None:
+        try:
+            while not self._closed:
+                sess = self.sessions.get(session)
+                if sess is None or not sess.connected:
+                    return
+                try:
+                    await self.poll(session)
+                except NotConnected:
+                    return
+                except QMPCommandError as exc:
+                    self.note(f"query-block-jobs failed: {exc}", session, "error")
+                    return
+                if not self.tracker.active_for(session):
+                    return
+                await asyncio.sleep(self.poll_interval)
+        except asyncio.CancelledError:
+            pass
+
+    # -- lookups ---------------------------------------------------------
+    def all_drives(self) -> list[Drive]:
+        return [d for name in self.sessions for d in self.drives.get(name, [])]
+
+    def drive(self, session: str, name: str) -> Drive:
+        for d in self.drives.get(session, []):
+            if d.name == name:
+                return d
+        raise ValidationError(f"No drive {name!r} on {session}", "drive")
+
+    def taken_ids(self, session: str) -> set[str]:
+        return {j.id for j in self.tracker.for_session(session)}
+
+    def taken_node_names(self, session: str) -> set[str]:
+        names = {img.node_name for d in self.drives.get(session, []) for img in d.images}
+        names |= {t.node_name for t in self.targets.get(session, [])}
+        return names
+
+    def new_job_id(self, kind: str, drive: Drive) -> str:
+        return make_id(kind, drive.name, self.taken_ids(drive.session))
+
+    def new_node_name(self, target: str, drive: Drive) -> str:
+        return make_node_name(target, self.taken_node_names(drive.session))
+
+    # -- running ---------------------------------------------------------
+    async def execute(self, session: str, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Send one command as an operator action: logged, errors logged too."""
+        sess = self.sessions.get(session)
+        if sess is None:
+            raise NotConnected(f"No QEMU named {session!r}")
+        self.note(f"→ {command} {_args_text(arguments)}", session, "action", data={"command": command, "arguments": arguments})
+        try:
+            result = await sess.execute(command, arguments)
+        except QMPCommandError as exc:
+            self.note(f"✗ {command}: {exc.desc}", session, "error", data={"class": exc.error_class})
+            raise
+        except NotConnected as exc:
+            self.note(f"✗ {command}: {exc}", session, "error")
+            raise
+        return result
+
+    async def run_plan(self, plan: Plan) -> list[Job]:
+        """Send a plan's commands in order; returns the jobs it started."""
+        started: list[Job] = []
+        for job_id in plan.job_ids:
+            old = self.tracker.get(plan.session, job_id)
+            if old is not None and not old.finished:
+                raise ValidationError(
+                    f"Job ID '{job_id}' is already in use by a {old.type} job on {old.drive or '?'}", "job"
+                )
+        self.note(plan.title, plan.session, "action")
+        for i, step in enumerate(plan.steps):
+            if step.starts_job:
+                self.tracker.remove(plan.session, step.starts_job)  # a finished namesake
+                job = self.tracker.ensure(plan.session, step.starts_job)
+                job.started_by_us = True
+                job.drive = plan.drive
+                job.target = plan.target if plan.kind in ("mirror", "copy") else None
+                job.type = {"block-stream": "stream", "block-commit": "commit", "drive-mirror": "mirror"}.get(
+                    step.command, job.type
+                )
+                job.speed = int(step.arguments.get("speed", 0))
+            try:
+                await self.execute(plan.session, step.command, step.arguments)
+            except ChainTuiError:
+                if step.starts_job:
+                    job = self.tracker.get(plan.session, step.starts_job)
+                    if job is not None and job.status == "created" and not job.samples:
+                        self.tracker.remove(plan.session, step.starts_job)
+                if i > 0:
+                    self.note(
+                        f"step {i + 1} of {len(plan.steps)} failed; steps before it took effect",
+                        plan.session,
+                        "error",
+                    )
+                    self.schedule_refresh(plan.session)
+                raise
+            if step.starts_job:
+                job = self.tracker.ensure(plan.session, step.starts_job)
+                started.append(job)
+                self._emit(JobsChanged([job]))
+            if step.command == "blockdev-snapshot-sync" and i + 1 < len(plan.steps):
+                await self.refresh(plan.session)
+        self.schedule_refresh(plan.session)
+        self._ensure_poller(plan.session, force=True)
+        return started
+
+    # -- job control -----------------------------------------------------
+    def _job(self, session: str, job_id: str) -> Job:
+        job = self.tracker.get(session, job_id)
+        if job is None:
+            raise ValidationError(f"No job {job_id!r} on {session}", "job")
+        return job
+
+    async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
+        job = self._job(session, job_id)
+        if job.finished:
+            raise ValidationError(f"Job {job_id} has already ended ({job.outcome}); nothing to cancel", "job")
+        args: dict[str, Any] = {"device": job_id}
+        if force or job.user_paused or job.paused and job.io_status != "ok":
+            args["force"] = True
+        job.cancel_requested = True
+        try:
+            await self.execute(session, "block-job-cancel", args)
+        except ChainTuiError:
+            job.cancel_requested = False
+            raise
+        self._ensure_poller(session, force=True)
+
+    async def complete(self, session: str, job_id: str) -> None:
+        job = self._job(session, job_id)
+        if job.finished:
+            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        if not job.ready:
+            raise ValidationError(
+                f"Job {job_id} is not ready yet ({job.status}, {job.progress:.0%}): "
+                "finish is possible once source and target are in sync",
+                "job",
+            )
+        job.complete_requested = True
+        await self.execute(session, "block-job-complete", {"device": job_id})
+        self._ensure_poller(session, force=True)
+
+    async def pause(self, session: str, job_id: str) -> None:
+        job = self._job(session, job_id)
+        if job.finished:
+            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        await self.execute(session, "block-job-pause", {"device": job_id})
+        job.user_paused = True
+        job._touch()
+        self._emit(JobsChanged([job]))
+
+    async def resume(self, session: str, job_id: str) -> None:
+        job = self._job(session, job_id)
+        if job.finished:
+            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        await self.execute(session, "block-job-resume", {"device": job_id})
+        job.user_paused = False
+        job._touch()
+        self._emit(JobsChanged([job]))
+        self._ensure_poller(session, force=True)
+
+    async def toggle_pause(self, session: str, job_id: str) -> bool:
+        """Pause a running job or resume a paused one; True when now paused."""
+        job = self._job(session, job_id)
+        if job.user_paused or (job.paused and job.io_status != "ok"):
+            await self.resume(session, job_id)
+            return False
+        await self.pause(session, job_id)
+        return True
+
+    async def set_speed(self, session: str, job_id: str, speed: int) -> None:
+        job = self._job(session, job_id)
+        if job.finished:
+            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        if speed < 0:
+            raise ValidationError("Speed limit must not be negative", "speed")
+        await self.execute(session, "block-job-set-speed", {"device": job_id, "speed": int(speed)})
+        job.speed = int(speed)
+        job._touch()
+        self._emit(JobsChanged([job]))
+
+    async def finalize(self, session: str, job_id: str) -> None:
+        await self.execute(session, "job-finalize", {"id": job_id})
+
+    async def dismiss(self, session: str, job_id: str) -> None:
+        """Forget a finished job (and dismiss it in QEMU if it still lingers there)."""
+        job = self._job(session, job_id)
+        if not job.finished and job.status not in ENDED_STATES:
+            raise ValidationError(f"Job {job_id} is still {job.status}: cancel it first", "job")
+        if job.status == "concluded" and self.sessions[session].connected:
+            try:
+                await self.execute(session, "job-dismiss", {"id": job_id})
+            except QMPCommandError:
+                pass
+        self.tracker.remove(session, job_id)
+        self._emit(JobsChanged([job]))
+
+    # -- waiting (tests, CLI) --------------------------------------------
+    async def wait_job(
+        self, session: str, job_id: str, until: Callable[[Job], bool], timeout: float = 30.0
+    ) -> Job:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            job = self.tracker.get(session, job_id)
+            if job is not None and until(job):
+                return job
+            if loop.time() > deadline:
+                state = job.state_text if job else "unknown"
+                raise TimeoutError(f"job {job_id} did not reach the expected state (now {state})")
+            await asyncio.sleep(0.02)
+
+    async def settle(self, session: str) -> None:
+        """Wait until pending refreshes of a session are done."""
+        for _ in range(500):
+            task = self._refreshers.get(session)
+            if (task is None or task.done()) and session not in self._refresh_dirty:
+                return
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._pollers.values()) + list(self._refreshers.values()):
+            task.cancel()
+        for task in list(self._pollers.values()) + list(self._refreshers.values()):
+            try:
+                await task
+            except BaseException:  # noqa: BLE001
+                pass
+        for sess in list(self.sessions.values()):
+            await sess.close()
+
+
+def _args_text(arguments: dict[str, Any] | None) -> str:
+    if not arguments:
+        return ""
+    import json
+
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _describe_event(name: str, data: dict[str, Any]) -> str:
+    if name == "JOB_STATUS_CHANGE":
+        return f"job {data.get('id')}: {data.get('status')}"
+    job = data.get("device") or data.get("id")
+    kind = name.removeprefix("BLOCK_JOB_").lower()
+    extra = ""
+    if name == "BLOCK_JOB_ERROR":
+        extra = f" ({data.get('operation')}, {data.get('action')})"
+    elif data.get("error"):
+        extra = f": {data['error']}"
+    return f"job {job}: {kind}{extra}"

@@ -1,0 +1,285 @@
+"""The job model: every block job of every session, driven by events and polls.
+
+:class:`JobTracker` is pure bookkeeping: it is fed QMP events and the answers
+of ``query-block-jobs``/``query-jobs`` with a timestamp, and says which jobs
+changed.  Rate and ETA are derived from the offsets it has seen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+# QEMU's job states (JobStatus in qapi/job.json) in which a job still holds nodes.
+ACTIVE_STATES = frozenset({"created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting"})
+ENDED_STATES = frozenset({"concluded", "null"})
+RATE_WINDOW = 3.0  # seconds of samples the rate is computed over
+HISTORY = 40  # rate samples kept for the sparkline
+
+
+@dataclass
+class Job:
+    id: str
+    session: str
+    type: str = "?"
+    drive: str | None = None
+    status: str = "created"
+    offset: int = 0
+    length: int = 0
+    speed: int = 0
+    ready: bool = False
+    paused: bool = False  # as QEMU reports it (query-block-jobs)
+    user_paused: bool = False  # paused by an operator's command
+    busy: bool = False
+    io_status: str = "ok"
+    error: str | None = None  # QEMU's error text of a failed job
+    last_error_event: dict[str, Any] | None = None  # BLOCK_JOB_ERROR data
+    auto_finalize: bool = True
+    auto_dismiss: bool = True
+    started_by_us: bool = False
+    cancel_requested: bool = False
+    complete_requested: bool = False
+    target: str | None = None  # mirror/copy target file
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    outcome: str | None = None  # how it ended, once it has
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+    rate_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    version: int = 0  # bumped on every change, for cheap redraw checks
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.session, self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def active(self) -> bool:
+        return self.outcome is None and self.status in ACTIVE_STATES
+
+    @property
+    def progress(self) -> float:
+        if self.length <= 0:
+            return 1.0 if self.finished else 0.0
+        return min(1.0, self.offset / self.length)
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second over the last few seconds of samples."""
+        if len(self.samples) < 2:
+            return 0.0
+        t_end, o_end = self.samples[-1]
+        t0, o0 = self.samples[0]
+        for t, o in self.samples:
+            if t_end - t <= RATE_WINDOW:
+                t0, o0 = t, o
+                break
+        dt = t_end - t0
+        if dt <= 0:
+            return 0.0
+        return max(0.0, (o_end - o0) / dt)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until done at the current rate; None when unknown."""
+        if self.finished or self.ready:
+            return None
+        rate = self.rate
+        if rate <= 0:
+            return None
+        return max(0.0, (self.length - self.offset) / rate)
+
+    @property
+    def state_text(self) -> str:
+        if self.outcome is not None:
+            return self.outcome
+        if self.status == "unknown":
+            return "unknown (connection lost)"
+        if self.io_status not in ("ok", "", None) and self.paused:
+            return f"error ({self.io_status}), paused"
+        if self.user_paused and self.paused:
+            return "paused"
+        return self.status
+
+    def _touch(self) -> None:
+        self.version += 1
+
+
+class JobTracker:
+    """All jobs, keyed by (session name, job id)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], Job] = {}
+
+    # -- lookups ---------------------------------------------------------
+    def get(self, session: str, job_id: str) -> Job | None:
+        return self.jobs.get((session, job_id))
+
+    def for_session(self, session: str) -> list[Job]:
+        return [j for j in self.jobs.values() if j.session == session]
+
+    def active_for(self, session: str) -> list[Job]:
+        return [j for j in self.jobs.values() if j.session == session and j.active]
+
+    def ordered(self) -> list[Job]:
+        return sorted(self.jobs.values(), key=lambda j: j.started_at)
+
+    def ensure(self, session: str, job_id: str, now: float | None = None) -> Job:
+        job = self.jobs.get((session, job_id))
+        if job is None:
+            job = Job(id=job_id, session=session, started_at=now if now is not None else time.monotonic())
+            self.jobs[(session, job_id)] = job
+        return job
+
+    def remove(self, session: str, job_id: str) -> Job | None:
+        return self.jobs.pop((session, job_id), None)
+
+    # -- inputs ----------------------------------------------------------
+    def _finish(self, job: Job, outcome: str, now: float) -> None:
+        if job.outcome is None:
+            job.outcome = outcome
+            job.ended_at = now
+            job._touch()
+
+    def on_event(self, session: str, event: dict[str, Any], now: float | None = None) -> list[Job]:
+        """Apply a QMP event; returns the jobs it changed."""
+        now = time.monotonic() if now is None else now
+        name = event.get("event", "")
+        data = event.get("data") or {}
+        if name == "JOB_STATUS_CHANGE":
+            job = self.ensure(session, data["id"], now)
+            status = data.get("status", job.status)
+            job.status = status
+            if status == "ready":
+                job.ready = True
+            if status == "paused" or status == "standby":
+                job.paused = True
+            elif status in ("running", "ready"):
+                job.paused = False
+            if status in ENDED_STATES and job.outcome is None and status == "null":
+                self._finish(job, job.error and f"failed: {job.error}" or "ended", now)
+            job._touch()
+            return [job]
+        if name.startswith("BLOCK_JOB_") and "device" in data or name == "BLOCK_JOB_PENDING":
+            job_id = data.get("device") or data.get("id")
+            if not job_id:
+                return []
+            job = self.ensure(session, job_id, now)
+            if "type" in data:
+                job.type = data["type"]
+            if "len" in data:
+                job.length = int(data["len"])
+            if "offset" in data:
+                job.offset = int(data["offset"])
+                job.samples.append((now, job.offset))
+            if "speed" in data:
+                job.speed = int(data["speed"])
+            if name == "BLOCK_JOB_READY":
+                job.ready = True
+                job.status = "ready"
+            elif name == "BLOCK_JOB_ERROR":
+                job.last_error_event = dict(data)
+            elif name == "BLOCK_JOB_COMPLETED":
+                error = data.get("error")
+                if error:
+                    job.error = error
+                    self._finish(job, f"failed: {error}", now)
+                elif job.cancel_requested:
+                    self._finish(job, "cancelled after ready: source kept, target is a consistent copy", now)
+                elif job.type == "mirror":
+                    self._finish(job, "completed: drive switched to the target", now)
+                elif job.type == "commit" and job.ready:
+                    self._finish(job, "completed: drive switched to the base", now)
+                else:
+                    self._finish(job, "completed", now)
+            elif name == "BLOCK_JOB_CANCELLED":
+                self._finish(job, "cancelled", now)
+            job._touch()
+            return [job]
+        return []
+
+    def on_poll(
+        self,
+        session: str,
+        block_jobs: list[dict[str, Any]],
+        jobs: list[dict[str, Any]] | None = None,
+        now: float | None = None,
+    ) -> list[Job]:
+        """Apply ``query-block-jobs`` (and ``query-jobs``) answers."""
+        now = time.monotonic() if now is None else now
+        changed: list[Job] = []
+        seen: set[str] = set()
+        for info in block_jobs:
+            job_id = info.get("device") or info.get("id")
+            if not job_id:
+                continue
+            seen.add(job_id)
+            job = self.ensure(session, job_id, now)
+            before = (job.offset, job.length, job.status, job.speed, job.paused, job.io_status, job.ready)
+            job.type = info.get("type", job.type)
+            job.offset = int(info.get("offset", job.offset))
+            job.length = int(info.get("len", job.length))
+            job.speed = int(info.get("speed", job.speed))
+            job.ready = bool(info.get("ready", job.ready))
+            job.paused = bool(info.get("paused", job.paused))
+            job.busy = bool(info.get("busy", job.busy))
+            job.io_status = info.get("io-status", job.io_status)
+            job.auto_finalize = bool(info.get("auto-finalize", job.auto_finalize))
+            job.auto_dismiss = bool(info.get("auto-dismiss", job.auto_dismiss))
+            if "status" in info and job.outcome is None:
+                job.status = info["status"]
+            if info.get("error") and job.error is None:
+                job.error = info["error"]
+            last = job.samples[-1] if job.samples else None
+            if last is None or last[1] != job.offset or now - last[0] > 0.5:
+                job.samples.append((now, job.offset))
+            if job.active:
+                job.rate_history.append(job.rate)
+            after = (job.offset, job.length, job.status, job.speed, job.paused, job.io_status, job.ready)
+            if after != before or job.active:
+                job._touch()
+                changed.append(job)
+        for info in jobs or []:
+            job_id = info.get("id")
+            if not job_id:
+                continue
+            job = self.get(session, job_id)
+            if job is None:
+                # a job QEMU knows that query-block-jobs no longer lists (concluded)
+                job = self.ensure(session, job_id, now)
+                job.type = info.get("type", job.type)
+            if job_id not in seen:
+                job.status = info.get("status", job.status)
+                if info.get("error") and job.error is None:
+                    job.error = info["error"]
+                total = info.get("total-progress")
+                if total:
+                    job.length = int(total)
+                    job.offset = int(info.get("current-progress", job.offset))
+                if job.status in ENDED_STATES:
+                    self._finish(job, f"failed: {job.error}" if job.error else "ended", now)
+                job._touch()
+                changed.append(job)
+            seen.add(job_id)
+        if jobs is not None:
+            # Jobs we knew as active that QEMU no longer has at all: they ended
+            # while we were not looking (or the process restarted).
+            for job in self.for_session(session):
+                if job.id not in seen and job.outcome is None:
+                    self._finish(job, f"failed: {job.error}" if job.error else "ended", now)
+                    changed.append(job)
+        return changed
+
+    def on_lost(self, session: str) -> list[Job]:
+        """The connection is gone: what the jobs do now is unknown."""
+        changed = []
+        for job in self.for_session(session):
+            if job.outcome is None:
+                job.status = "unknown"
+                job._touch()
+                changed.append(job)
+        return changed

@@ -1,0 +1,337 @@
+"""The embedded lab: real chains served by a real QEMU, cleaned up on exit.
+
+Used by ``chaintui --demo`` and by the tests.  Every QEMU tool runs with an
+argument list, never through a shell.  Children get ``PR_SET_PDEATHSIG`` so a
+killed chaintui leaves no QEMU behind, and :meth:`Lab.close` (also run at
+exit and from the signal handlers the demo installs) stops them and removes
+the temporary directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1 << 20
+REQUIRED_TOOLS = ("qemu-img", "qemu-io", "qemu-storage-daemon")
+DEBIAN_PACKAGES = "qemu-utils qemu-system-x86"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def missing_tools(tools: tuple[str, ...] = REQUIRED_TOOLS) -> list[str]:
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def _pdeathsig() -> None:  # runs in the child before exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run(args: list[str], cwd: str | os.PathLike[str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(map(str, args))} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _keyval(path: str | os.PathLike[str]) -> str:
+    """Escape a value for QEMU's key=value option syntax."""
+    return str(path).replace(",", ",,")
+
+
+def pattern_for(index: int) -> int:
+    """The byte image ``index`` of a lab chain is filled with (0x11, 0x22, ...)."""
+    return (0x11 * (index + 1)) % 0xEF + 0x10
+
+
+def image_names(n: int) -> list[str]:
+    if n <= 26:
+        return [chr(ord("A") + i) for i in range(n)]
+    width = len(str(n))
+    return [f"img{i:0{width}d}" for i in range(n)]
+
+
+@dataclass
+class LabQemu:
+    """One QEMU process the lab started, serving one or more drives."""
+
+    kind: str  # "qsd" (qemu-storage-daemon) or "system" (qemu-system-x86_64 -M none)
+    proc: subprocess.Popen[bytes]
+    qmp: Path
+    nbd: Path | None
+    drives: list[str]
+    log: Path
+    ctl: Path  # a monitor of the lab's own (quit, exports)
+    spare: Path  # a monitor for "another QMP client" (QEMU serves one client per monitor)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def nbd_uri(self, drive: str = "drive0") -> str:
+        if self.nbd is None:
+            raise LabError("this QEMU has no NBD export")
+        return f"nbd+unix:///{drive}?socket={self.nbd}"
+
+    def write(self, offset: int, length: int, pattern: int, drive: str = "drive0") -> None:
+        """Write through the NBD export, as the guest would."""
+        run(["qemu-io", "-f", "raw", "-c", f"write -P {pattern} {offset} {length}", self.nbd_uri(drive)])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask QEMU to quit (closing its images cleanly), kill it if it will not."""
+        if self.alive:
+            try:
+                _qmp_oneshot(self.ctl, "quit")
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for p in (self.qmp, self.nbd, self.ctl, self.spare):
+            if p is not None:
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _qmp_oneshot(path: Path, command: str, timeout: float = 5.0) -> None:
+    """Send one command over a fresh QMP connection (used to quit cleanly)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        f = s.makefile("rwb")
+        f.readline()  # greeting
+        f.write(b'{"execute":"qmp_capabilities"}\n')
+        f.flush()
+        f.readline()
+        f.write(json.dumps({"execute": command}).encode() + b"\n")
+        f.flush()
+        try:
+            f.readline()
+        except OSError:
+            pass
+
+
+@dataclass
+class Lab:
+    """A temporary directory of images and the QEMU processes serving them."""
+
+    root: Path | None = None
+    keep: bool = False
+    processes: list[LabQemu] = field(default_factory=list)
+    _made_root: bool = False
+    _counter: int = 0
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="chaintui-lab-"))
+            self._made_root = True
+        else:
+            self.root = Path(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dir(self) -> Path:
+        assert self.root is not None
+        return self.root
+
+    # -- images ----------------------------------------------------------
+    def make_chain(
+        self,
+        n: int = 4,
+        size: int = 64 * MiB,
+        *,
+        prefix: str = "",
+        names: list[str] | None = None,
+        raw_base: bool = False,
+        data: bool = True,
+        chunk: int | None = None,
+        subdir: str | None = None,
+    ) -> list[Path]:
+        """Make a chain of ``n`` images, bottom first; image i holds pattern_for(i) at i*chunk.
+
+        Backing files are recorded relative (as ``qemu-img create -b NAME``).
+        """
+        where = self.dir / subdir if subdir else self.dir
+        where.mkdir(parents=True, exist_ok=True)
+        names = names or image_names(n)
+        if chunk is None:
+            chunk = max(64 * 1024, min(4 * MiB, (size // max(n, 1)) // (64 * 1024) * 64 * 1024))
+        paths: list[Path] = []
+        for i, name in enumerate(names[:n]):
+            fmt = "raw" if (raw_base and i == 0) else "qcow2"
+            path = where / f"{prefix}{name}.{fmt}"
+            args = ["qemu-img", "create", "-q", "-f", fmt]
+            if i > 0:
+                prev = paths[-1]
+                args += ["-b", prev.name, "-F", "raw" if (raw_base and i == 1) else "qcow2"]
+            args += [path.name, str(size)]
+            run(args, cwd=where)
+            if data and (i + 1) * chunk <= size:
+                run(["qemu-io", "-f", fmt, "-c", f"write -P {pattern_for(i)} {i * chunk} {chunk}", path.name], cwd=where)
+            paths.append(path)
+        return paths
+
+    def fill(self, image: Path, offset: int, length: int, pattern: int, fmt: str = "qcow2") -> None:
+        run(["qemu-io", "-f", fmt, "-c", f"write -P {pattern} {offset} {length}", str(image)])
+
+    def flatten(self, top: Path, out: Path | None = None) -> Path:
+        """A standalone copy of what the guest sees now: the reference for later compares."""
+        out = out or self.dir / f"ref-{top.stem}-{self._next()}.qcow2"
+        run(["qemu-img", "convert", "-U", "-O", "qcow2", str(top), str(out)])
+        return out
+
+    def compare(self, a: Path | str, b: Path | str) -> tuple[bool, str]:
+        """``qemu-img compare``: (identical, message). Only on images QEMU has closed."""
+        proc = run(["qemu-img", "compare", str(a), str(b)], check=False)
+        if proc.returncode not in (0, 1):
+            raise LabError(f"qemu-img compare failed: {proc.stderr.strip()}")
+        return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+    def info(self, image: Path | str) -> list[dict]:
+        proc = run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(image)])
+        data = json.loads(proc.stdout)
+        return data if isinstance(data, list) else [data]
+
+    def _next(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    # -- QEMU ------------------------------------------------------------
+    def start(
+        self,
+        tops: Path | list[Path],
+        kind: str = "qsd",
+        drives: list[str] | None = None,
+        name: str | None = None,
+    ) -> LabQemu:
+        """Serve images with QMP on a unix socket and an NBD export of each drive."""
+        tops = [tops] if isinstance(tops, (str, Path)) else list(tops)
+        drives = drives or [f"drive{i}" for i in range(len(tops))]
+        n = self._next()
+        name = name or f"{kind}{n}"
+        qmp = self.dir / f"{name}.qmp"
+        nbd = self.dir / f"{name}.nbd"
+        logf = self.dir / f"{name}.log"
+        ctl = self.dir / f"{name}.ctl"
+        spare = self.dir / f"{name}.spare"
+        for p in (qmp, nbd, ctl, spare):
+            if p.exists():
+                p.unlink()
+        if kind == "qsd":
+            args = ["qemu-storage-daemon"]
+            for top, drive in zip(tops, drives):
+                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                spec = {
+                    "driver": fmt,
+                    "node-name": f"{drive}-top",
+                    "file": {"driver": "file", "filename": str(Path(top).resolve())},
+                }
+                args += ["--blockdev", json.dumps(spec)]
+            for i, sock in enumerate((qmp, ctl, spare)):
+                args += ["--chardev", f"socket,path={_keyval(sock)},server=on,wait=off,id=m{i}", "--monitor", f"chardev=m{i}"]
+            args += [
+                "--nbd-server", f"addr.type=unix,addr.path={_keyval(nbd)}",
+            ]
+            for drive in drives:
+                args += ["--export", f"type=nbd,id={drive},node-name={drive}-top,name={drive},writable=on"]
+        elif kind == "system":
+            args = ["qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none", "-accel", "tcg"]
+            for top, drive in zip(tops, drives):
+                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
+            for sock in (qmp, ctl, spare):
+                args += ["-qmp", f"unix:{_keyval(sock)},server=on,wait=off"]
+        else:
+            raise LabError(f"unknown QEMU kind {kind!r}")
+        with open(logf, "wb") as log:
+            proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_pdeathsig, cwd=self.dir,
+            )
+        q = LabQemu(kind, proc, qmp, nbd, list(drives), logf, ctl, spare)
+        self.processes.append(q)
+        deadline = time.monotonic() + 10
+        while not (qmp.exists() and ctl.exists() and spare.exists()):
+            if proc.poll() is not None:
+                raise LabError(f"{args[0]} exited with {proc.returncode}: {logf.read_text(errors='replace').strip()}")
+            if time.monotonic() > deadline:
+                q.kill()
+                raise LabError(f"{args[0]} did not open its QMP socket within 10 s")
+            time.sleep(0.005)
+        if kind == "system":
+            self._export_system(q)
+        return q
+
+    def _export_system(self, q: LabQemu) -> None:
+        """qemu-system: add the NBD server and exports over QMP (a writer plays the guest)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(q.ctl))
+            f = s.makefile("rwb")
+
+            def cmd(execute: str, arguments: dict | None = None) -> dict:
+                msg = {"execute": execute}
+                if arguments:
+                    msg["arguments"] = arguments
+                f.write(json.dumps(msg).encode() + b"\n")
+                f.flush()
+                while True:
+                    reply = json.loads(f.readline())
+                    if "return" in reply or "error" in reply:
+                        if "error" in reply:
+                            raise LabError(f"{execute}: {reply['error'].get('desc')}")
+                        return reply["return"]
+
+            f.readline()
+            cmd("qmp_capabilities")
+            cmd("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
+            block = {d["device"]: d for d in cmd("query-block")}
+            for drive in q.drives:
+                node = block[drive]["inserted"]["node-name"]
+                cmd("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive, "writable": True})
+
+    def close(self) -> None:
+        for q in self.processes:
+            try:
+                q.stop(timeout=5)
+            except Exception:  # noqa: BLE001
+                q.kill()
+        self.processes.clear()
+        if self._made_root and not self.keep and self.root is not None and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            atexit.unregister(self.close)
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,277 @@
+"""One QMP session per QEMU process, built on ``qemu.qmp.QMPClient``.
+
+A session connects to a unix socket path or ``host:port``, runs commands,
+turns QEMU's refusals into :class:`QMPCommandError`, hands every event to its
+subscribers, and notices a lost connection and reconnects with backoff.
+No protocol code is written here: ``qemu.qmp`` does all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError, StateError
+from qemu.qmp.protocol import Runstate
+
+from .errors import ConnectFailed, NotConnected, QMPCommandError
+
+# qemu.qmp logs reader/writer failures (a QEMU that dies) at ERROR level.
+# Those become session states here; keep them away from stderr, where the
+# terminal UI draws.
+_qmp_logger = logging.getLogger("qemu.qmp")
+_qmp_logger.addHandler(logging.NullHandler())
+_qmp_logger.propagate = False
+
+BACKOFF = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
+CONNECT_TIMEOUT = 5.0
+
+EventCallback = Callable[["QemuSession", dict[str, Any]], None]
+StateCallback = Callable[["QemuSession"], None]
+
+
+class SessionState(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    LOST = "lost"
+    CLOSED = "closed"
+
+
+_TCP = re.compile(r"^(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)$")
+
+
+def parse_address(address: str) -> str | tuple[str, int]:
+    """``host:port`` -> a TCP address; anything else is a unix socket path."""
+    address = address.strip()
+    if address.startswith("unix:"):
+        address = address[5:]
+    if address.startswith("tcp:"):
+        address = address[4:]
+    m = _TCP.match(address)
+    if m and not os.path.exists(address):
+        host = m["host"].strip("[]")
+        return (host, int(m["port"]))
+    return os.path.abspath(os.path.expanduser(address))
+
+
+def is_loopback(address: str | tuple[str, int]) -> bool:
+    if isinstance(address, str):
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def describe_connect_error(exc: BaseException, address: str | tuple[str, int]) -> str:
+    """One line for the operator about why a QMP socket could not be used."""
+    where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+    root: BaseException = exc
+    while isinstance(root, ConnectError) and root.exc is not None:
+        root = root.exc
+    if isinstance(root, asyncio.TimeoutError) or isinstance(exc, asyncio.TimeoutError):
+        return f"{where}: no QMP greeting within {CONNECT_TIMEOUT:g}s (not a QMP socket, or another client holds this monitor)"
+    if isinstance(root, FileNotFoundError):
+        return f"{where}: no such socket"
+    if isinstance(root, ConnectionRefusedError):
+        return f"{where}: connection refused (no QEMU is listening)"
+    if isinstance(root, PermissionError):
+        return f"{where}: permission denied"
+    if isinstance(root, EOFError):
+        return f"{where}: closed the connection during the QMP greeting"
+    if isinstance(root, OSError):
+        return f"{where}: {root.strerror or root}"
+    if isinstance(root, QMPError):
+        return f"{where}: not a QMP server ({type(root).__name__}: {root})"
+    return f"{where}: {root}"
+
+
+class QemuSession:
+    """A QMP connection to one QEMU process, kept alive while it is open."""
+
+    def __init__(self, address: str, name: str | None = None, *, reconnect: bool = True) -> None:
+        self.raw_address = address
+        self.address = parse_address(address)
+        if name is None:
+            if isinstance(self.address, str):
+                name = os.path.basename(self.address) or self.address
+            else:
+                name = f"{self.address[0]}:{self.address[1]}"
+        self.name = name
+        self.reconnect = reconnect
+        self.state = SessionState.CONNECTING
+        self.last_error = ""
+        self.connected_once = False
+        self.generation = 0  # increments on every successful (re)connect
+        self._client: QMPClient | None = None
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._first_attempt: asyncio.Future[None] | None = None
+        self._event_callbacks: list[EventCallback] = []
+        self._state_callbacks: list[StateCallback] = []
+        self._traffic_callbacks: list[Callable[[QemuSession, str, Mapping[str, Any] | None, Any], None]] = []
+
+    # -- subscribers -----------------------------------------------------
+    def subscribe_events(self, callback: EventCallback) -> None:
+        self._event_callbacks.append(callback)
+
+    def subscribe_state(self, callback: StateCallback) -> None:
+        self._state_callbacks.append(callback)
+
+    def subscribe_traffic(self, callback: Callable[[QemuSession, str, Mapping[str, Any] | None, Any], None]) -> None:
+        self._traffic_callbacks.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        return self.state is SessionState.CONNECTED and self._client is not None
+
+    @property
+    def address_text(self) -> str:
+        if isinstance(self.address, str):
+            return self.address
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def _set_state(self, state: SessionState) -> None:
+        self.state = state
+        for cb in list(self._state_callbacks):
+            cb(self)
+
+    # -- life cycle ------------------------------------------------------
+    async def start(self) -> None:
+        """Connect; returns after the first attempt.
+
+        With ``reconnect`` a failed first attempt keeps retrying in the
+        background (the state says ``lost``); without it, raises
+        :class:`ConnectFailed`.
+        """
+        loop = asyncio.get_running_loop()
+        self._first_attempt = loop.create_future()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"qmp-{self.name}")
+        await self._first_attempt
+
+    async def _connect_once(self) -> QMPClient:
+        client = QMPClient(self.name)
+        try:
+            await asyncio.wait_for(client.connect(self.address), CONNECT_TIMEOUT)
+        except BaseException:
+            try:
+                await client.disconnect()
+            except BaseException:  # noqa: BLE001 - cleanup of a dead client
+                pass
+            raise
+        return client
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                client = await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
+                self.last_error = describe_connect_error(exc, self.address)
+                first = self._first_attempt
+                if first is not None and not first.done():
+                    if not self.reconnect:
+                        self._closing = True
+                        self.state = SessionState.CLOSED
+                        first.set_exception(ConnectFailed(self.last_error))
+                        return
+                    first.set_result(None)
+                self._set_state(SessionState.LOST)
+                await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+                attempt += 1
+                continue
+            attempt = 0
+            self._client = client
+            self.connected_once = True
+            self.generation += 1
+            self.last_error = ""
+            reader = asyncio.create_task(self._read_events(client), name=f"qmp-events-{self.name}")
+            self._set_state(SessionState.CONNECTED)
+            first = self._first_attempt
+            if first is not None and not first.done():
+                first.set_result(None)
+            try:
+                while client.runstate is Runstate.RUNNING and not self._closing:
+                    await client.runstate_changed()
+            finally:
+                self._client = None
+                reader.cancel()
+                try:
+                    await client.disconnect()
+                except BaseException as exc:  # noqa: BLE001 - the reason it went away
+                    if isinstance(exc, asyncio.CancelledError) and self._closing:
+                        pass
+                    self.last_error = "connection closed by QEMU"
+            if self._closing:
+                break
+            self.last_error = self.last_error or "connection closed"
+            self._set_state(SessionState.LOST)
+            if not self.reconnect:
+                break
+
+    async def _read_events(self, client: QMPClient) -> None:
+        try:
+            async for event in client.events:
+                ev = dict(event)
+                for cb in list(self._event_callbacks):
+                    try:
+                        cb(self, ev)
+                    except Exception:  # noqa: BLE001 - one bad subscriber must not stop events
+                        logging.getLogger(__name__).exception("event callback failed")
+        except asyncio.CancelledError:
+            pass
+
+    async def close(self) -> None:
+        self._closing = True
+        client = self._client
+        if client is not None:
+            try:
+                await client.disconnect()
+            except BaseException:  # noqa: BLE001
+                pass
+        sup = self._supervisor
+        if sup is not None and not sup.done():
+            sup.cancel()
+            try:
+                await sup
+            except BaseException:  # noqa: BLE001
+                pass
+        if self.state is not SessionState.CLOSED:
+            self._set_state(SessionState.CLOSED)
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.connected:
+            if loop.time() > deadline:
+                raise NotConnected(f"{self.name}: not connected ({self.last_error or 'timed out'})")
+            await asyncio.sleep(0.02)
+
+    # -- commands --------------------------------------------------------
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        client = self._client
+        if client is None or not self.connected:
+            raise NotConnected(f"{self.name}: not connected to QEMU ({self.last_error or self.state.value})")
+        try:
+            result = await client.execute(command, dict(arguments) if arguments else None)
+        except ExecuteError as exc:
+            err = QMPCommandError(command, exc.error_class, str(exc))
+            for cb in list(self._traffic_callbacks):
+                cb(self, command, arguments, err)
+            raise err from None
+        except (StateError, ExecInterruptedError, EOFError, OSError) as exc:
+            raise NotConnected(f"{self.name}: connection to QEMU lost during {command}") from exc
+        for cb in list(self._traffic_callbacks):
+            cb(self, command, arguments, result)
+        return result
