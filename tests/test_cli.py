@@ -35,7 +35,7 @@ def test_chains_prints_notation_and_jobs(lab):
     async def start_job():
         c = QMPClient("other")
         await c.connect(str(q.spare))
-        await c.execute("block-stream", {"job-id": "s1", "device": "drive0-top", "speed": 1024})
+        await c.execute("block-stream", {"job-id": "s1", "device": "D", "speed": 1024})
         await c.disconnect()
 
     asyncio.run(start_job())

@@ -305,7 +305,7 @@ async def test_job_started_by_another_client_shows_up(lab, hub: Hub):
     other = QMPClient("other")
     await other.connect(str(q.spare))
     try:
-        await other.execute("block-stream", {"job-id": "theirs", "device": "drive0-top", "speed": 65536})
+        await other.execute("block-stream", {"job-id": "theirs", "device": "D", "speed": 65536})
         job = await hub.wait_job(s, "theirs", lambda j: j.drive == "drive0", timeout=10)
         assert job.type == "stream" and not job.started_by_us
         await other.execute("block-job-cancel", {"device": "theirs"})
@@ -437,4 +437,25 @@ async def test_validation_before_anything_is_sent(lab, hub: Hub):
     await hub.set_speed(s, job.id, 0)
     await hub.wait_job(s, job.id, lambda j: j.finished)
     await finish(hub, q)
+    assert_same(lab, paths[-1], ref)
+
+
+async def test_explicitly_opened_nodes_keep_plain_backing_names(lab, hub: Hub):
+    """-blockdev style chains (every node named, json: pseudo file names in QEMU):
+    labels come from the protocol children, and a merge records a real backing
+    file name (``backing-file``), never a json:{...} one qemu-img cannot open."""
+    paths = lab.make_chain(4, 64 * MiB)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1], named_nodes=True)
+    s = (await connect(hub, q)).name
+    d = hub.drive(s, "drive0")
+    assert [i.node_name for i in d.images] == ["A", "B", "C", "D"]
+    assert d.notation() == "[A.qcow2] -> [B.qcow2] -> [C.qcow2] -> [D.qcow2]"
+    plan = ops.plan_stream(d, "B", 0, hub.new_job_id("stream", d))
+    assert plan.steps[0].arguments["backing-file"] == "B.qcow2"
+    [job] = await hub.run_plan(plan)
+    await hub.wait_job(s, job.id, lambda j: j.finished)
+    await finish(hub, q)
+    info = lab.info(paths[-1])
+    assert info[0]["backing-filename"] == "B.qcow2"
     assert_same(lab, paths[-1], ref)

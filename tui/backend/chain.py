@@ -185,10 +185,18 @@ def build_drives(
                 continue
             entry = info.get(name, {})
             image = entry.get("image", {})
+            filename = entry.get("file") or image.get("filename", name)
+            if filename.startswith("json:"):
+                # opened with explicit options (-blockdev): the protocol child knows the file
+                proto = child(cur, "file")
+                if proto is not None:
+                    proto_file = info.get(nodes[proto]["name"], {}).get("file", "")
+                    if proto_file and not proto_file.startswith("json:"):
+                        filename = proto_file
             images.append(
                 Image(
                     node_name=name,
-                    filename=entry.get("file") or image.get("filename", name),
+                    filename=filename,
                     format=d or image.get("format", "?"),
                     virtual_size=int(image.get("virtual-size", 0)),
                     actual_size=image.get("actual-size"),

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ops import make_node_name
+
 MiB = 1 << 20
 REQUIRED_TOOLS = ("qemu-img", "qemu-io", "qemu-storage-daemon")
 DEBIAN_PACKAGES = "qemu-utils qemu-system-x86"
@@ -178,10 +180,12 @@ class Lab:
         data: bool = True,
         chunk: int | None = None,
         subdir: str | None = None,
+        absolute: bool = False,
     ) -> list[Path]:
         """Make a chain of ``n`` images, bottom first; image i holds pattern_for(i) at i*chunk.
 
-        Backing files are recorded relative (as ``qemu-img create -b NAME``).
+        Backing files are recorded relative (as ``qemu-img create -b NAME``),
+        or as absolute paths with ``absolute``.
         """
         where = self.dir / subdir if subdir else self.dir
         where.mkdir(parents=True, exist_ok=True)
@@ -195,7 +199,8 @@ class Lab:
             args = ["qemu-img", "create", "-q", "-f", fmt]
             if i > 0:
                 prev = paths[-1]
-                args += ["-b", prev.name, "-F", "raw" if (raw_base and i == 1) else "qcow2"]
+                backing = str(prev) if absolute else prev.name
+                args += ["-b", backing, "-F", "raw" if (raw_base and i == 1) else "qcow2"]
             args += [path.name, str(size)]
             run(args, cwd=where)
             if data and (i + 1) * chunk <= size:
@@ -235,8 +240,17 @@ class Lab:
         kind: str = "qsd",
         drives: list[str] | None = None,
         name: str | None = None,
+        named_nodes: bool = False,
     ) -> LabQemu:
-        """Serve images with QMP on a unix socket and an NBD export of each drive."""
+        """Serve images with QMP on a unix socket and an NBD export of each drive.
+
+        qemu-storage-daemon opens the top image with its file's stem as node
+        name and lets QEMU open the backing files (generated node names), as
+        ``-drive`` would.  ``named_nodes`` opens every image explicitly with a
+        readable node name instead (stable names for pictures); QEMU then calls
+        images opened that way by ``json:{...}`` pseudo names unless the chain
+        records absolute backing paths (``make_chain(absolute=True)``).
+        """
         tops = [tops] if isinstance(tops, (str, Path)) else list(tops)
         drives = drives or [f"drive{i}" for i in range(len(tops))]
         n = self._next()
@@ -251,21 +265,26 @@ class Lab:
                 p.unlink()
         if kind == "qsd":
             args = ["qemu-storage-daemon"]
+            top_nodes = []
             for top, drive in zip(tops, drives):
-                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
-                spec = {
-                    "driver": fmt,
-                    "node-name": f"{drive}-top",
-                    "file": {"driver": "file", "filename": str(Path(top).resolve())},
-                }
+                if named_nodes:
+                    spec = self._blockdev_spec(Path(top))
+                else:
+                    fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                    spec = {
+                        "driver": fmt,
+                        "node-name": make_node_name(str(top), set(top_nodes)),
+                        "file": {"driver": "file", "filename": str(Path(top).resolve())},
+                    }
+                top_nodes.append(spec["node-name"])
                 args += ["--blockdev", json.dumps(spec)]
             for i, sock in enumerate((qmp, ctl, spare)):
                 args += ["--chardev", f"socket,path={_keyval(sock)},server=on,wait=off,id=m{i}", "--monitor", f"chardev=m{i}"]
             args += [
                 "--nbd-server", f"addr.type=unix,addr.path={_keyval(nbd)}",
             ]
-            for drive in drives:
-                args += ["--export", f"type=nbd,id={drive},node-name={drive}-top,name={drive},writable=on"]
+            for drive, node in zip(drives, top_nodes):
+                args += ["--export", f"type=nbd,id={drive},node-name={node},name={drive},writable=on"]
         elif kind == "system":
             args = ["qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none", "-accel", "tcg"]
             for top, drive in zip(tops, drives):
@@ -293,6 +312,26 @@ class Lab:
         if kind == "system":
             self._export_system(q)
         return q
+
+    def _blockdev_spec(self, top: Path) -> dict:
+        """Every image of the chain opened with a readable node name (its file's stem)."""
+        chain = self.info(top)  # top first
+        taken: set[str] = set()
+        spec: dict | None = None
+        for entry in reversed(chain):
+            name = make_node_name(entry["filename"], taken)
+            taken.add(name)
+            node: dict = {
+                "driver": entry["format"],
+                "node-name": name,
+                "file": {"driver": "file", "filename": str(Path(self.dir, entry["filename"]).resolve())
+                         if not os.path.isabs(entry["filename"]) else entry["filename"]},
+            }
+            if entry["format"] != "raw":
+                node["backing"] = spec
+            spec = node
+        assert spec is not None
+        return spec
 
     def _export_system(self, q: LabQemu) -> None:
         """qemu-system: add the NBD server and exports over QMP (a writer plays the guest)."""

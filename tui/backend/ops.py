@@ -113,6 +113,20 @@ class Plan:
 
 
 # -- helpers ---------------------------------------------------------------
+def backing_string(base: Image, overlay: Image) -> str | None:
+    """The backing file string to record in ``overlay`` when it comes to point at ``base``.
+
+    Passed as ``backing-file`` so QEMU never writes a ``json:{...}`` pseudo file
+    name into an image (it does when nodes were opened with explicit options):
+    relative when both files share a directory, absolute otherwise.
+    """
+    if base.filename.startswith("json:") or overlay.filename.startswith("json:"):
+        return None
+    if os.path.dirname(base.filename) == os.path.dirname(overlay.filename):
+        return os.path.basename(base.filename)
+    return base.filename
+
+
 def _check_busy(drive: Drive, images: list[Image]) -> None:
     for img in images:
         if img.job:
@@ -228,6 +242,9 @@ def plan_stream(drive: Drive, base: str | None, speed: str | int | None, job_id:
     args: dict[str, Any] = {"job-id": job_id, "device": drive.device}
     if base_img is not None:
         args["base-node"] = base_img.node_name
+        backing = backing_string(base_img, top)
+        if backing:
+            args["backing-file"] = backing
     args.update(_speed_args(rate))
     moves = [
         f"Data of {', '.join(i.label for i in moved)} is copied into {top.label}.",
@@ -268,6 +285,9 @@ def plan_commit(drive: Drive, base: str, top: str | None, speed: str | int | Non
     args: dict[str, Any] = {"job-id": job_id, "device": drive.device, "base-node": base_img.node_name}
     if not active:
         args["top-node"] = top_img.node_name
+        backing = backing_string(base_img, drive.images[ti + 1])
+        if backing:
+            args["backing-file"] = backing
     args.update(_speed_args(rate))
     moves = [f"Data of {', '.join(i.label for i in moved)} is written into {base_img.label}."]
     if active:
@@ -459,3 +479,16 @@ def make_node_name(target: str, taken: set[str]) -> str:
     while f"{base}-{n}" in taken:
         n += 1
     return f"{base}-{n}"
+
+
+def suggest_target(drive: Drive, suffix: str, ext: str = "qcow2") -> str:
+    """An unused file name next to the active image: ``D-mirror.qcow2``, ``D-mirror-2.qcow2``..."""
+    active = drive.active.filename
+    directory = os.path.dirname(active) if not active.startswith("json:") else os.getcwd()
+    stem = os.path.splitext(os.path.basename(active))[0] if not active.startswith("json:") else drive.name
+    candidate = os.path.join(directory, f"{stem}-{suffix}.{ext}")
+    n = 2
+    while os.path.lexists(candidate):
+        candidate = os.path.join(directory, f"{stem}-{suffix}-{n}.{ext}")
+        n += 1
+    return candidate

@@ -1,0 +1,158 @@
+"""The application: wires the hub (QEMU side) to the screens.
+
+Backend changes arrive through :meth:`ChainApp.on_hub_change` and go to the
+main screen as Textual messages.  Operations and job commands run in workers;
+one handler turns any failure into a notification and a log line, so no
+traceback reaches the screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from .backend.errors import ChainTuiError
+from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
+from .backend.jobs import Job
+from .backend.lab import Lab
+from .backend.ops import Plan, human_size
+from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
+from .screens.dialogs import ConfirmDialog
+from .screens.main import MainScreen
+
+log = logging.getLogger(__name__)
+
+
+class ChainApp(App[int]):
+    TITLE = "chaintui"
+    CSS_PATH = "app.tcss"
+
+    def __init__(
+        self,
+        sockets: list[str],
+        *,
+        lab: Lab | None = None,
+        hub: Hub | None = None,
+        clock: Callable[[float], str] | None = None,
+        watch_css: bool = False,
+    ) -> None:
+        super().__init__(watch_css=watch_css)
+        self.sockets = list(sockets)
+        self.lab = lab
+        self.hub = hub or Hub()
+        self.clock = clock or (lambda t: time.strftime("%H:%M:%S", time.localtime(t)))
+        self.main_screen: MainScreen | None = None
+
+    # -- wiring ----------------------------------------------------------
+    def on_mount(self) -> None:
+        self.hub.subscribe(self.on_hub_change)
+        self.main_screen = MainScreen()
+        self.push_screen(self.main_screen)
+        for sock in self.sockets:
+            self.run_worker(self.hub.add(sock), exit_on_error=False, group="connect")
+
+    def on_hub_change(self, change: Any) -> None:
+        screen = self.main_screen
+        if screen is None or not screen.is_mounted:
+            return
+        if isinstance(change, JobsChanged):
+            screen.post_message(JobsUpdated())
+        elif isinstance(change, DrivesChanged):
+            screen.post_message(DrivesUpdated(change.session))
+        elif isinstance(change, SessionChanged):
+            screen.post_message(SessionUpdated(change.session.name))
+        elif isinstance(change, LogEntry):
+            screen.post_message(LogAppended(change))
+
+    async def on_unmount(self) -> None:
+        self.hub.unsubscribe(self.on_hub_change)
+        await self.hub.close()
+
+    # -- actions the screens ask for -------------------------------------
+    def launch(self, plan: Plan) -> None:
+        async def run() -> None:
+            jobs = await self.hub.run_plan(plan)
+            what = ", ".join(j.id for j in jobs) or plan.title
+            self.notify(f"{what}: {plan.after}", title=plan.title)
+
+        self.run_worker(run(), exit_on_error=False, group="ops")
+
+    def job_command(self, command: str, job: Job, *args: Any) -> None:
+        method = getattr(self.hub, command)
+
+        async def run() -> None:
+            result = await method(job.session, job.id, *args)
+            if command == "toggle_pause":
+                self.notify(f"{job.id} {'paused' if result else 'resumed'}")
+            elif command == "set_speed":
+                limit = f"{human_size(args[0])}/s" if args[0] else "none"
+                self.notify(f"{job.id}: speed limit {limit}")
+            elif command == "complete":
+                self.notify(f"{job.id}: finishing (pivot)")
+            elif command == "cancel":
+                self.notify(f"{job.id}: cancelling")
+
+        self.run_worker(run(), exit_on_error=False, group="jobs")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if isinstance(error, ChainTuiError):
+            if event.worker.group == "connect":
+                return  # the session shows it, and keeps retrying
+            self.notify(str(error), title="QEMU said" if "QMPCommandError" in type(error).__name__ else "Not done", severity="error", timeout=8)
+        else:
+            log.error("internal error", exc_info=error)
+            self.hub.note(f"internal error: {type(error).__name__}: {error}", kind="error")
+            self.notify(f"Internal error: {type(error).__name__}: {error}", severity="error", timeout=8)
+
+    def request_quit(self) -> None:
+        ours = [j for j in self.hub.tracker.jobs.values() if j.started_by_us and j.active]
+        if not ours:
+            self.exit(0)
+            return
+        names = ", ".join(j.id for j in ours[:5]) + (" ..." if len(ours) > 5 else "")
+        body = (
+            f"{len(ours)} job{'s' if len(ours) > 1 else ''} chaintui started still run{'s' if len(ours) == 1 else ''}: "
+            f"{names}.\nThey go on inside QEMU after chaintui quits; run chaintui again to see them."
+        )
+        if self.lab is not None:
+            body += "\nThis is the demo: quitting stops its QEMU, and the jobs with it."
+        self.push_screen(ConfirmDialog("Quit chaintui?", body, yes="Quit", no="Stay"), lambda ok: ok and self.exit(0))
+
+    # -- command palette -------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if not isinstance(screen, MainScreen):
+            return
+        help_text = {
+            "stream": "Merge (block-stream) into the active image down to the highlighted base",
+            "commit": "Commit the images above the highlighted one into it",
+            "mirror": "Mirror the drive to a new file (live migration)",
+            "copy": "Live copy: snapshot + stream, or full mirror",
+            "snapshot": "New external snapshot on top of the active image",
+            "finish": "Finish (pivot) the highlighted ready job",
+            "cancel_job": "Cancel the highlighted job",
+            "pause": "Pause or resume the highlighted job",
+            "faster": "Double the highlighted job's speed limit",
+            "slower": "Halve the highlighted job's speed limit",
+            "dismiss": "Dismiss the highlighted finished job",
+            "toggle_log": "Show or hide the event log",
+            "refresh": "Re-read every chain from QEMU",
+            "help": "Keys and what each operation does",
+        }
+        for binding in MainScreen.BINDINGS:
+            action = binding.action  # type: ignore[union-attr]
+            if action in help_text and screen.check_action(action, ()):
+                yield SystemCommand(
+                    f"{binding.description} ({binding.key_display or binding.key})",  # type: ignore[union-attr]
+                    help_text[action],
+                    lambda a=action: screen.run_action(a),
+                )

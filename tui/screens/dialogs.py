@@ -1,0 +1,183 @@
+"""Dialogs: every operation shows what it will do before anything is sent.
+
+A :class:`PlanDialog` holds a few fields and a ``build`` function from the QEMU
+side (``tui.backend.ops``) that turns their values into a :class:`Plan` or
+raises :class:`ValidationError`.  The dialog re-validates on every change and
+shows the problem next to its field; it never talks to QEMU.  It dismisses
+with the plan (``enter``) or ``None`` (``escape``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Button, Input, Label, Select, Static
+
+from ..backend.errors import ValidationError
+from ..backend.ops import Plan
+
+FieldSpec = tuple[str, str, Widget]  # name, label, widget
+
+
+def plan_preview(plan: Plan) -> str:
+    lines = [
+        f"[b]Before[/b]  {escape(plan.before)}",
+        f"[b]After[/b]   [green]{escape(plan.after)}[/green]",
+        "",
+    ]
+    lines += [f"• {escape(m)}" for m in plan.moves]
+    lines += [f"[yellow]⚠ {escape(w)}[/yellow]" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def plan_qmp(plan: Plan) -> str:
+    return "\n".join(f"[dim]QMP[/dim] {escape(line)}" for line in plan.qmp_json().splitlines())
+
+
+class PlanDialog(ModalScreen[Plan | None]):
+    """A dialog for one operation: fields, before/after, the exact QMP, confirm."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("ctrl+s", "confirm", "Start"),
+    ]
+    AUTO_FOCUS = None
+
+    def __init__(
+        self,
+        title: str,
+        build: Callable[[dict[str, Any]], Plan],
+        fields: list[FieldSpec],
+        intro: str = "",
+        confirm_label: str = "Start",
+        focus: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.title_text = title
+        self.build = build
+        self.fields = fields
+        self.intro = intro
+        self.confirm_label = confirm_label
+        self.focus_field = focus or (fields[0][0] if fields else None)
+        self.plan: Plan | None = None
+        self.error: ValidationError | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            if self.intro:
+                yield Static(self.intro, id="intro", classes="intro")
+            for name, label, widget in self.fields:
+                with Horizontal(classes="field"):
+                    yield Label(label, classes="field-label")
+                    widget.id = f"field-{name}"
+                    yield widget
+                yield Static("", id=f"error-{name}", classes="field-error")
+            with VerticalScroll(id="preview-box"):
+                yield Static("", id="preview")
+                yield Static("", id="qmp", classes="qmp")
+            yield Static("", id="error-general", classes="field-error")
+            with Horizontal(id="buttons"):
+                yield Button(self.confirm_label, variant="primary", id="confirm")
+                yield Button("Close", id="cancel")
+            yield Static("[b]enter[/b] start · [b]escape[/b] close without doing anything", classes="hint")
+
+    def on_mount(self) -> None:
+        self.revalidate()
+        if self.focus_field:
+            self.query_one(f"#field-{self.focus_field}").focus()
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, _, widget in self.fields:
+            value = getattr(widget, "value", None)
+            out[name] = None if value is Select.BLANK else value
+        return out
+
+    def revalidate(self) -> Plan | None:
+        for name, _, _ in self.fields:
+            self.query_one(f"#error-{name}", Static).update("")
+            self.query_one(f"#field-{name}").remove_class("-invalid")
+        self.query_one("#error-general", Static).update("")
+        try:
+            plan = self.build(self.values())
+        except ValidationError as exc:
+            self.plan, self.error = None, exc
+            names = {n for n, _, _ in self.fields}
+            where = f"#error-{exc.field}" if exc.field in names else "#error-general"
+            self.query_one(where, Static).update(f"✗ {escape(exc.message)}")
+            if exc.field in names:
+                self.query_one(f"#field-{exc.field}").add_class("-invalid")
+            self.query_one("#confirm", Button).disabled = True
+            return None
+        self.plan, self.error = plan, None
+        self.query_one("#preview", Static).update(plan_preview(plan))
+        self.query_one("#qmp", Static).update(plan_qmp(plan))
+        self.query_one("#confirm", Button).disabled = False
+        return plan
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.revalidate()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.revalidate()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_confirm()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "confirm":
+            self.action_confirm()
+        else:
+            self.action_close()
+
+    def action_confirm(self) -> None:
+        plan = self.revalidate()  # again: the disk may have changed meanwhile
+        if plan is None:
+            self.app.bell()
+            return
+        self.dismiss(plan)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes or no, with what will change spelled out."""
+
+    BINDINGS = [
+        Binding("escape,n", "answer(False)", "No"),
+        Binding("enter,y", "answer(True)", "Yes"),
+    ]
+
+    def __init__(self, title: str, body: str, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.yes = yes
+        self.no = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="confirm"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static(self.body, id="confirm-body")
+            with Horizontal(id="buttons"):
+                yield Button(self.yes, variant="warning", id="yes")
+                yield Button(self.no, id="no")
+            yield Static("[b]enter[/b]/[b]y[/b] yes · [b]escape[/b]/[b]n[/b] no", classes="hint")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)

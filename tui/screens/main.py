@@ -1,0 +1,397 @@
+"""The main screen: drives, the chain graph, job cards, the event log."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Select, Static
+
+from ..backend import ops
+from ..backend.chain import Drive
+from ..backend.jobs import Job
+from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
+from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
+from .dialogs import ConfirmDialog, PlanDialog
+from .help import HelpScreen
+
+if TYPE_CHECKING:
+    from ..app import ChainApp
+
+DRIVE_ACTIONS = {"stream", "commit", "mirror", "copy", "snapshot"}
+JOB_ACTIONS = {"finish", "cancel_job", "pause", "faster", "slower", "dismiss"}
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = [
+        Binding("s", "stream", "Merge"),
+        Binding("c", "commit", "Commit"),
+        Binding("m", "mirror", "Mirror"),
+        Binding("y", "copy", "Copy"),
+        Binding("n", "snapshot", "Snapshot"),
+        Binding("f", "finish", "Finish"),
+        Binding("x", "cancel_job", "Cancel job"),
+        Binding("p", "pause", "Pause/resume"),
+        Binding("plus", "faster", "Speed ×2", key_display="+"),
+        Binding("minus", "slower", "Speed ÷2", key_display="-"),
+        Binding("d", "dismiss", "Dismiss"),
+        Binding("l", "toggle_log", "Log", show=False),
+        Binding("r", "refresh", "Refresh", show=False),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+    AUTO_FOCUS = "#graph"
+
+    @property
+    def chain_app(self) -> ChainApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="top"):
+            yield DrivesPanel(id="drives")
+            with Vertical(id="chain-box"):
+                yield ChainGraph(id="graph")
+                yield Static("", id="details")
+        yield JobsPanel(id="jobs")
+        yield EventLog(id="log", clock=self.chain_app.clock)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#drives", DrivesPanel).border_title = "Drives"
+        self.query_one("#jobs", JobsPanel).border_title = "Jobs"
+        self.query_one("#log", EventLog).border_title = "Event log"
+        self.query_one("#chain-box").border_title = "Chain"
+        self.update_drives()
+        self.update_jobs()
+        for entry in self.chain_app.hub.log:
+            self.query_one("#log", EventLog).add(entry)
+
+    # -- backend changes -------------------------------------------------
+    def on_session_updated(self, message: SessionUpdated) -> None:
+        self.update_drives()
+
+    def on_drives_updated(self, message: DrivesUpdated) -> None:
+        self.update_drives()
+
+    def on_jobs_updated(self, message: JobsUpdated) -> None:
+        self.update_jobs()
+
+    def on_log_appended(self, message: LogAppended) -> None:
+        self.query_one("#log", EventLog).add(message.entry)
+
+    def update_drives(self) -> None:
+        hub = self.chain_app.hub
+        counts: dict[tuple[str, str], int] = {}
+        for job in hub.tracker.jobs.values():
+            if job.drive and not job.finished:
+                counts[(job.session, job.drive)] = counts.get((job.session, job.drive), 0) + 1
+        panel = self.query_one("#drives", DrivesPanel)
+        panel.show(list(hub.sessions.values()), hub.drives, counts)
+        self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
+        self._update_title()
+        self.refresh_bindings()
+
+    def update_jobs(self) -> None:
+        hub = self.chain_app.hub
+        jobs = hub.tracker.ordered()
+        self.query_one("#jobs", JobsPanel).show(jobs)
+        self.query_one("#jobs", JobsPanel).border_title = f"Jobs ({sum(1 for j in jobs if not j.finished)} running)"
+        self._update_title()
+        self.refresh_bindings()
+
+    def _update_title(self) -> None:
+        hub = self.chain_app.hub
+        running = sum(1 for j in hub.tracker.jobs.values() if not j.finished)
+        self.sub_title = f"{len(hub.sessions)} QEMU · {len(hub.all_drives())} drives · {running} jobs"
+
+    def selected_drive(self) -> Drive | None:
+        sel = self.query_one("#drives", DrivesPanel).selected
+        if sel is None:
+            return None
+        for d in self.chain_app.hub.drives.get(sel[0], []):
+            if d.name == sel[1]:
+                return d
+        return None
+
+    def on_drives_panel_drive_selected(self, message: DrivesPanel.DriveSelected) -> None:
+        self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
+        self.refresh_bindings()
+
+    def on_chain_graph_highlighted(self, message: ChainGraph.Highlighted) -> None:
+        img = message.image
+        drive = message.graph.drive
+        details = self.query_one("#details", Static)
+        box = self.query_one("#chain-box")
+        if drive is None or img is None:
+            details.update("")
+            box.border_title = "Chain"
+            return
+        box.border_title = f"Chain of {drive.name} on {drive.session} · {len(drive.images)} images"
+        backing = f" · backing file: {img.backing_file}" if img.backing_file else " · no backing file"
+        details.update(f"[b]{escape(img.filename)}[/b]{escape(backing)}")
+
+    # -- helpers ---------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in DRIVE_ACTIONS:
+            return True if self.selected_drive() is not None else None
+        if action in JOB_ACTIONS:
+            return True if self.chain_app.hub.tracker.jobs else None
+        return True
+
+    def _drive_or_say(self) -> Drive | None:
+        drive = self.selected_drive()
+        if drive is None:
+            self.notify("No drive selected", severity="warning")
+        elif not self.chain_app.hub.sessions[drive.session].connected:
+            self.notify(f"{drive.session} is not connected", severity="error")
+            return None
+        return drive
+
+    def _highlighted_image(self, drive: Drive):  # type: ignore[no-untyped-def]
+        return self.query_one("#graph", ChainGraph).highlighted or drive.active
+
+    def target_job(self) -> Job | None:
+        """The highlighted job card, or (from another panel) the selected drive's newest job."""
+        panel = self.query_one("#jobs", JobsPanel)
+        if self.focused is panel or (self.focused is not None and panel in self.focused.ancestors):
+            return panel.highlighted
+        drive = self.selected_drive()
+        jobs = self.chain_app.hub.tracker.ordered()
+        if drive is not None:
+            mine = [j for j in jobs if (j.session, j.drive) == drive.key]
+            live = [j for j in mine if not j.finished]
+            if live or mine:
+                return (live or mine)[-1]
+        return panel.highlighted
+
+    def _job_or_say(self) -> Job | None:
+        job = self.target_job()
+        if job is None:
+            self.notify("No job here: highlight one in the jobs panel", severity="warning")
+        return job
+
+    def _speed_input(self, value: str = "") -> Input:
+        return Input(value=value, placeholder="unlimited (e.g. 10M, 512K)")
+
+    def _open(self, dialog: PlanDialog) -> None:
+        def done(plan: ops.Plan | None) -> None:
+            if plan is not None:
+                self.chain_app.launch(plan)
+
+        self.app.push_screen(dialog, done)
+
+    # -- operations ------------------------------------------------------
+    def action_stream(self) -> None:
+        drive = self._drive_or_say()
+        if drive is None:
+            return
+        img = self._highlighted_image(drive)
+        base = None if img.node_name == drive.active.node_name else img.node_name
+        job_id = self.chain_app.hub.new_job_id("stream", drive)
+        self._open(
+            PlanDialog(
+                f"Merge (block-stream) on {drive.name}",
+                lambda v: ops.plan_stream(drive, base, v["speed"], job_id),
+                [("speed", "Speed limit", self._speed_input())],
+                intro=(
+                    f"New base: [b]{escape(img.label)}[/b]" if base else "Flatten: no base, everything is pulled up"
+                ),
+            )
+        )
+
+    def action_commit(self) -> None:
+        drive = self._drive_or_say()
+        if drive is None:
+            return
+        img = self._highlighted_image(drive)
+        index = drive.index_of(img.node_name)
+        if index == len(drive.images) - 1:
+            self.notify(
+                "Highlight the image to commit into: it must be below the active image",
+                title="Commit",
+                severity="warning",
+            )
+            return
+        tops = [(i.label + (" (active)" if i is drive.active else ""), i.node_name) for i in drive.images[index + 1 :]]
+        top_select: Select[str] = Select(list(reversed(tops)), value=drive.active.node_name, allow_blank=False)
+        job_id = self.chain_app.hub.new_job_id("commit", drive)
+        self._open(
+            PlanDialog(
+                f"Commit (block-commit) into {img.label}",
+                lambda v: ops.plan_commit(drive, img.node_name, v["top"], v["speed"], job_id),
+                [("top", "Top", top_select), ("speed", "Speed limit", self._speed_input())],
+                intro=f"Base: [b]{escape(img.label)}[/b]; the images above it up to the top are written into it",
+                focus="speed",
+            )
+        )
+
+    def _target_fields(self, drive: Drive, suffix: str, formats: list[str]) -> list:  # type: ignore[type-arg]
+        target = Input(value=ops.suggest_target(drive, suffix), placeholder="/path/to/new-image.qcow2")
+        fmt: Select[str] = Select([(f, f) for f in formats], value=formats[0], allow_blank=False)
+        return [("target", "Target", target), ("format", "Format", fmt)]
+
+    def action_mirror(self) -> None:
+        drive = self._drive_or_say()
+        if drive is None:
+            return
+        job_id = self.chain_app.hub.new_job_id("mirror", drive)
+        sync: Select[str] = Select([("full: the whole chain", "full"), ("top: the active image only", "top")], value="full", allow_blank=False)
+        fields = self._target_fields(drive, "mirror", ["qcow2", "raw"]) + [
+            ("sync", "Sync", sync),
+            ("speed", "Speed limit", self._speed_input()),
+        ]
+        self._open(
+            PlanDialog(
+                f"Mirror (live migration) of {drive.name}",
+                lambda v: ops.plan_mirror(drive, v["target"], v["format"], v["sync"], v["speed"], job_id),
+                fields,
+                intro="The job goes [b]ready[/b] when the copy has caught up: then [b]f[/b] pivots to the "
+                "target, [b]x[/b] keeps the source and leaves the target a consistent copy.",
+            )
+        )
+
+    def action_copy(self) -> None:
+        drive = self._drive_or_say()
+        if drive is None:
+            return
+        hub = self.chain_app.hub
+        job_id = hub.new_job_id("copy", drive)
+        method: Select[str] = Select(
+            [("snapshot + stream (drive moves to the copy)", "stream"), ("full mirror (raw allowed)", "mirror")],
+            value="stream",
+            allow_blank=False,
+        )
+        fields = self._target_fields(drive, "copy", ["qcow2", "raw"])
+        fields.insert(1, ("method", "Method", method))
+        fields.append(("speed", "Speed limit", self._speed_input()))
+        self._open(
+            PlanDialog(
+                f"Live copy of {drive.name}",
+                lambda v: ops.plan_copy(
+                    drive, v["target"], v["method"], v["format"], v["speed"], job_id,
+                    hub.new_node_name(v["target"] or "copy", drive),
+                ),
+                fields,
+                intro="Snapshot + stream: the destination becomes the active image and then stands alone. "
+                "Full mirror: goes ready, then [b]x[/b] keeps the source with a consistent copy.",
+            )
+        )
+
+    def action_snapshot(self) -> None:
+        drive = self._drive_or_say()
+        if drive is None:
+            return
+        hub = self.chain_app.hub
+        target = Input(value=ops.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
+        self._open(
+            PlanDialog(
+                f"External snapshot of {drive.name}",
+                lambda v: ops.plan_snapshot(drive, v["target"], hub.new_node_name(v["target"] or "snap", drive)),
+                [("target", "New image", target)],
+                intro="A new, empty qcow2 image becomes the active image.",
+                confirm_label="Snapshot",
+            )
+        )
+
+    # -- job control -----------------------------------------------------
+    def action_finish(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        if job.finished:
+            self.notify(f"{job.id} has already ended: {job.outcome}", severity="warning")
+            return
+        if not job.ready:
+            self.notify(
+                f"{job.id} is not ready ({job.state_text}, {job.progress:.0%}). Only a mirror or an active commit "
+                "that has caught up can be finished; a stream or intermediate commit ends by itself.",
+                title="Not ready",
+                severity="warning",
+            )
+            return
+        if job.type == "mirror":
+            body = (
+                f"The drive [b]{escape(job.drive or '?')}[/b] switches to the target "
+                f"[b]{escape(job.target or '?')}[/b]; the guest writes there from now on. "
+                "The source images stay on disk, unused."
+            )
+        else:
+            body = f"The drive [b]{escape(job.drive or '?')}[/b] switches to the base of the commit; the images above it are dropped from the chain."
+        self.app.push_screen(
+            ConfirmDialog(f"Finish {job.id}?", body, yes="Finish (pivot)", no="Keep running"),
+            lambda ok: ok and self.chain_app.job_command("complete", job),
+        )
+
+    def action_cancel_job(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        if job.finished:
+            self.notify(f"{job.id} has already ended: {job.outcome}. Press d to dismiss it.", severity="warning")
+            return
+        if job.ready and job.type == "mirror":
+            body = (
+                f"The mirror stops; the drive stays on its source and [b]{escape(job.target or 'the target')}[/b] "
+                "is left as a consistent copy of this moment."
+            )
+        elif job.ready:
+            body = "The active commit stops; the drive stays on its current active image. Data already written into the base stays there."
+        else:
+            body = (
+                f"The {job.type} job stops before it has finished; the chain stays as it is now. "
+                "Data already copied stays where it was copied; nothing the guest sees changes."
+            )
+        self.app.push_screen(
+            ConfirmDialog(f"Cancel {job.id}?", body, yes="Cancel job", no="Keep running"),
+            lambda ok: ok and self.chain_app.job_command("cancel", job),
+        )
+
+    def action_pause(self) -> None:
+        job = self._job_or_say()
+        if job is not None:
+            self.chain_app.job_command("toggle_pause", job)
+
+    def action_faster(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        if job.speed == 0:
+            self.notify(f"{job.id} has no speed limit already", severity="information")
+            return
+        self.chain_app.job_command("set_speed", job, job.speed * 2)
+
+    def action_slower(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        base = job.speed or int(job.rate) or 64 << 20
+        self.chain_app.job_command("set_speed", job, max(4096, base // 2))
+
+    def action_dismiss(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        if not job.finished:
+            self.notify(f"{job.id} is still {job.state_text}; cancel it (x) or wait for it to end", severity="warning")
+            return
+        self.chain_app.job_command("dismiss", job)
+
+    # -- other -----------------------------------------------------------
+    def action_toggle_log(self) -> None:
+        log = self.query_one("#log", EventLog)
+        log.display = not log.display
+
+    def action_refresh(self) -> None:
+        self.chain_app.run_worker(self.chain_app.hub.refresh_all(), exit_on_error=False, group="refresh")
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_quit(self) -> None:
+        self.chain_app.request_quit()
+

@@ -1,0 +1,6 @@
+from .chain_graph import ChainGraph
+from .drives import DrivesPanel
+from .event_log import EventLog
+from .jobs import JobCard, JobsPanel
+
+__all__ = ["ChainGraph", "DrivesPanel", "EventLog", "JobCard", "JobsPanel"]
