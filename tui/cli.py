@@ -128,8 +128,8 @@ def _run_ui(sockets: list[str], demo: bool, kind: str) -> int:
         signal.signal(signal.SIGTERM, _term)
         signal.signal(signal.SIGHUP, _term)
         try:
-            paths = lab.make_chain(4, 256 << 20, chunk=16 << 20)
-            q = lab.start(paths[-1], kind=kind)
+            paths = lab.make_chain(4, 256 << 20, chunk=16 << 20, absolute=True)
+            q = lab.start(paths[-1], kind=kind, named_nodes=True)
         except LabError as exc:
             lab.close()
             print(f"chaintui: demo failed to start: {exc}", file=sys.stderr)

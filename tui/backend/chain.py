@@ -156,6 +156,7 @@ def build_drives(
         return None
 
     candidates: list[Drive] = []
+    walked: dict[str, set[str]] = {}
     drives: list[Drive] = []
     targets: list[JobTarget] = []
     for nid, node in sorted(nodes.items()):
@@ -206,6 +207,7 @@ def build_drives(
                 )
             )
             cur = child(cur, "backing")
+        walked[node["name"]] = {nodes[i]["name"] for i in seen if i != nid}
         if not images:
             continue
         if target_of is not None:
@@ -238,6 +240,13 @@ def build_drives(
                 export=export,
             )
         )
+    # A node reached from another root (a filter above it: query-block names the
+    # image under an implicit filter) is not a drive of its own.
+    candidates = [
+        d
+        for d in candidates
+        if not any(o is not d and o.name == d.name and d.root_node in walked[o.root_node] for o in candidates)
+    ]
     # A root nobody uses (only the monitor holds it) whose chain shares images
     # with a used drive is what a pivot or active commit left behind: hide it.
     used_nodes = {

@@ -239,9 +239,10 @@ class Hub:
 
     async def poll(self, session: str) -> list[Job]:
         sess = self.sessions[session]
+        asked_at = time.monotonic()
         block_jobs = await sess.execute("query-block-jobs")
         jobs = await sess.execute("query-jobs")
-        changed = self.tracker.on_poll(session, block_jobs, jobs)
+        changed = self.tracker.on_poll(session, block_jobs, jobs, asked_at=asked_at)
         # a job another client started: find which drive it belongs to
         if any(j.drive is None and j.active for j in self.tracker.for_session(session)):
             self.schedule_refresh(session)
@@ -330,6 +331,7 @@ class Hub:
                     step.command, job.type
                 )
                 job.speed = int(step.arguments.get("speed", 0))
+                job.launching = True
             try:
                 await self.execute(plan.session, step.command, step.arguments)
             except ChainTuiError:
@@ -337,6 +339,8 @@ class Hub:
                     job = self.tracker.get(plan.session, step.starts_job)
                     if job is not None and job.status == "created" and not job.samples:
                         self.tracker.remove(plan.session, step.starts_job)
+                    elif job is not None:
+                        job.launching = False
                 if i > 0:
                     self.note(
                         f"step {i + 1} of {len(plan.steps)} failed; steps before it took effect",
@@ -347,6 +351,8 @@ class Hub:
                 raise
             if step.starts_job:
                 job = self.tracker.ensure(plan.session, step.starts_job)
+                job.launching = False
+                job.started_at = time.monotonic()
                 started.append(job)
                 self._emit(JobsChanged([job]))
             if step.command == "blockdev-snapshot-sync" and i + 1 < len(plan.steps):

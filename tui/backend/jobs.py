@@ -48,6 +48,7 @@ class Job:
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
     rate_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     version: int = 0  # bumped on every change, for cheap redraw checks
+    launching: bool = False  # the command that starts it is on its way to QEMU
 
     @property
     def key(self) -> tuple[str, str]:
@@ -208,8 +209,9 @@ class JobTracker:
         block_jobs: list[dict[str, Any]],
         jobs: list[dict[str, Any]] | None = None,
         now: float | None = None,
+        asked_at: float | None = None,
     ) -> list[Job]:
-        """Apply ``query-block-jobs`` (and ``query-jobs``) answers."""
+        """Apply ``query-block-jobs`` (and ``query-jobs``) answers, asked at ``asked_at``."""
         now = time.monotonic() if now is None else now
         changed: list[Job] = []
         seen: set[str] = set()
@@ -267,8 +269,12 @@ class JobTracker:
             seen.add(job_id)
         if jobs is not None:
             # Jobs we knew as active that QEMU no longer has at all: they ended
-            # while we were not looking (or the process restarted).
+            # while we were not looking (or the process restarted).  Not those
+            # that appeared after the question was asked, or are being started.
+            asked = now if asked_at is None else asked_at
             for job in self.for_session(session):
+                if job.launching or job.started_at > asked:
+                    continue
                 if job.id not in seen and job.outcome is None:
                     self._finish(job, f"failed: {job.error}" if job.error else "ended", now)
                     changed.append(job)

@@ -76,7 +76,8 @@ class ChainGraph(ScrollView, can_focus=True):
         keep: str | None = None
         if old is not None and drive is not None and old.key == drive.key and old.images:
             keep = old.images[min(self.cursor, len(old.images) - 1)].node_name
-            old_labels = [i.label for i in old.images]
+            if self.cursor >= len(old.images) - 1:
+                keep = None  # the cursor was on the active image: it follows the active image
         self.drive = drive
         self._cache.clear()
         if drive is None or not drive.images:
@@ -91,8 +92,6 @@ class ChainGraph(ScrollView, can_focus=True):
                 except KeyError:
                     # the highlighted image left the chain: stay near where it was
                     index = min(self.cursor, len(drive.images) - 1)
-                    if old_labels and self.cursor == len(old_labels) - 1:
-                        index = len(drive.images) - 1
             self.set_reactive(ChainGraph.cursor, index)
             self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()

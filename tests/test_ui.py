@@ -1,0 +1,430 @@
+"""Every keystroke path of the UI, driven by Pilot against real QEMU.
+
+Each test checks the resulting chain through QMP and, where a job ran, the
+data with qemu-img compare once QEMU has closed the images.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from tui.screens.help import HelpScreen
+from tui.widgets import JobsPanel
+
+from .uihelp import (
+    ConfirmDialog,
+    PlanDialog,
+    chain,
+    dialog,
+    graph,
+    highlight,
+    job,
+    main,
+    press,
+    running_app,
+    same,
+    start_lab,
+    until,
+)
+
+
+async def test_keys_move_along_the_chain(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        g = graph(app)
+        assert g.highlighted.label == "D.qcow2"  # the active image first
+        await press(pilot, "home")
+        assert g.highlighted.label == "A.qcow2"
+        await press(pilot, "down", "j")
+        assert g.highlighted.label == "C.qcow2"
+        await press(pilot, "k")
+        assert g.highlighted.label == "B.qcow2"
+        await press(pilot, "end")
+        assert g.highlighted.label == "D.qcow2"
+        details = str(main(app).query_one("#details").render())
+        assert str(paths[-1]) in details and "C.qcow2" in details
+        await press(pilot, "tab")
+        assert isinstance(app.focused, JobsPanel)
+        await press(pilot, "shift+tab", "shift+tab")
+        assert app.focused.id == "drives"
+
+
+@pytest.mark.parametrize("kind", ["qsd", "system"])
+async def test_merge_with_picked_base(lab, kind):
+    paths, ref, q = start_lab(lab, kind=kind)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await highlight(pilot, app, "B.qcow2")
+        await press(pilot, "s")
+        dlg = await dialog(pilot, app)
+        preview = str(dlg.query_one("#preview").render())
+        assert "[A.qcow2] -> [B.qcow2] -> [C.qcow2] -> [D.qcow2]" in preview
+        assert "[A.qcow2] -> [B.qcow2] -> [D.qcow2]" in preview
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "stream-drive0-1"), what="job")
+        await until(pilot, lambda: j.finished, what="job end")
+        assert j.outcome == "completed"
+        assert await chain(app) == ["A.qcow2", "B.qcow2", "D.qcow2"]
+        await until(pilot, lambda: [i.label for i in graph(app).drive.images] == ["A.qcow2", "B.qcow2", "D.qcow2"])
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
+async def test_flatten_on_active_image(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "end", "s")
+        dlg = await dialog(pilot, app)
+        assert "Flatten" in str(dlg.query_one("#intro").render())
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "stream-drive0-1"))
+        await until(pilot, lambda: j.finished)
+        assert await chain(app) == ["D.qcow2"]
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
+async def test_commit_intermediate(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "home", "c")
+        dlg = await dialog(pilot, app)
+        # choose the top with the keyboard: focus the select, open it, pick C
+        await press(pilot, "shift+tab")
+        await press(pilot, "enter", "down", "enter")
+        assert dlg.values()["top"] == "C"
+        assert "[A.qcow2] -> [D.qcow2]" in str(dlg.query_one("#preview").render())
+        await press(pilot, "ctrl+s")
+        j = await until(pilot, lambda: job(app, "commit-drive0-1"))
+        await until(pilot, lambda: j.finished)
+        assert j.outcome == "completed"
+        assert await chain(app) == ["A.qcow2", "D.qcow2"]
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
+async def test_active_commit_then_finish(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await highlight(pilot, app, "B.qcow2")
+        await press(pilot, "c")
+        dlg = await dialog(pilot, app)
+        assert dlg.title_text.startswith("Commit")
+        assert "Active commit" in str(dlg.query_one("#preview").render()) or "ready" in str(
+            dlg.query_one("#preview").render()
+        )
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "commit-drive0-1"))
+        await until(pilot, lambda: j.ready, what="ready")
+        q.write(20 * (1 << 20), 65536, 0x4E)
+        lab.fill(ref, 20 * (1 << 20), 65536, 0x4E)
+        await press(pilot, "f")
+        confirm = await dialog(pilot, app, ConfirmDialog)
+        assert "switches to the base" in str(confirm.query_one("#confirm-body").render())
+        await press(pilot, "enter")
+        await until(pilot, lambda: j.finished, what="pivot")
+        assert j.outcome == "completed: drive switched to the base"
+        assert await chain(app) == ["A.qcow2", "B.qcow2"]
+    q.stop()
+    same(lab, paths[1], ref)
+
+
+async def test_mirror_then_finish(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "m")
+        dlg = await dialog(pilot, app)
+        target = dlg.values()["target"]
+        assert target == str(lab.dir / "D-mirror.qcow2")
+        assert app.focused is dlg.query_one("#field-target")
+        await press(pilot, "enter")  # enter in the target field starts with the defaults
+        j = await until(pilot, lambda: job(app, "mirror-drive0-1"))
+        await until(pilot, lambda: j.ready, what="ready")
+        await press(pilot, "f")
+        confirm = await dialog(pilot, app, ConfirmDialog)
+        assert target in str(confirm.query_one("#confirm-body").render())
+        await press(pilot, "y")
+        await until(pilot, lambda: j.finished)
+        assert await chain(app) == ["D-mirror.qcow2"]
+    q.stop()
+    same(lab, target, ref)
+
+
+async def test_mirror_cancel_after_ready_keeps_source(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "m")
+        dlg = await dialog(pilot, app)
+        target = dlg.values()["target"]
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "mirror-drive0-1"))
+        await until(pilot, lambda: j.ready)
+        await press(pilot, "x")
+        confirm = await dialog(pilot, app, ConfirmDialog)
+        assert "consistent copy" in str(confirm.query_one("#confirm-body").render())
+        await press(pilot, "enter")
+        await until(pilot, lambda: j.finished)
+        assert j.outcome.startswith("cancelled after ready")
+        assert await chain(app) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
+    q.stop()
+    same(lab, paths[-1], ref)
+    same(lab, target, ref)
+
+
+async def test_copy_snapshot_and_stream(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "y")
+        dlg = await dialog(pilot, app)
+        target = dlg.values()["target"]
+        assert dlg.values()["method"] == "stream"
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "copy-drive0-1"))
+        await until(pilot, lambda: j.finished)
+        assert await chain(app) == ["D-copy.qcow2"]
+    q.stop()
+    same(lab, target, ref)
+    same(lab, paths[-1], ref)
+
+
+async def test_copy_full_mirror_raw(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "y")
+        dlg = await dialog(pilot, app)
+        dlg.query_one("#field-method").value = "mirror"
+        dlg.query_one("#field-format").value = "raw"
+        target_input = dlg.query_one("#field-target", Input)
+        target_input.value = str(lab.dir / "copy.raw")
+        await pilot.pause(0.05)
+        assert "thin provisioning" in str(dlg.query_one("#preview").render())
+        target_input.focus()
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "copy-drive0-1"))
+        await until(pilot, lambda: j.ready)
+        await press(pilot, "x", "enter")
+        await until(pilot, lambda: j.finished)
+    q.stop()
+    same(lab, lab.dir / "copy.raw", ref)
+    same(lab, paths[-1], ref)
+
+
+async def test_snapshot(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "n")
+        dlg = await dialog(pilot, app)
+        assert dlg.values()["target"].endswith("D-snap.qcow2")
+        await press(pilot, "enter")
+        await until(pilot, lambda: [i.label for i in graph(app).drive.images][-1] == "D-snap.qcow2", what="new top")
+        assert graph(app).highlighted.label == "D-snap.qcow2"
+        q.write(0, 65536, 0x51)
+        lab.fill(ref, 0, 65536, 0x51)
+    q.stop()
+    same(lab, lab.dir / "D-snap.qcow2", ref)
+
+
+async def test_pause_resume_speed_cancel_dismiss(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "end", "s")
+        await dialog(pilot, app)
+        await pilot.press(*"64K")
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "stream-drive0-1"))
+        await until(pilot, lambda: j.status == "running")
+        await press(pilot, "tab")  # to the jobs panel: keys act on the highlighted card
+        assert isinstance(app.focused, JobsPanel) and app.focused.highlighted is j
+        await press(pilot, "p")
+        await until(pilot, lambda: j.paused and j.user_paused, what="paused")
+        await press(pilot, "p")
+        await until(pilot, lambda: not j.paused, what="resumed")
+        await press(pilot, "plus")
+        await until(pilot, lambda: j.speed == 128 * 1024, what="doubled")
+        await press(pilot, "minus", "minus")
+        await until(pilot, lambda: j.speed == 32 * 1024, what="halved twice")
+        [info] = await app.hub.sessions[j.session].execute("query-block-jobs")
+        assert info["speed"] == 32 * 1024
+        await press(pilot, "d")  # not finished: refused with a reason
+        await press(pilot, "x")
+        await dialog(pilot, app, ConfirmDialog)
+        await press(pilot, "enter")
+        await until(pilot, lambda: j.finished)
+        assert j.outcome == "cancelled"
+        await press(pilot, "d")
+        await until(pilot, lambda: app.hub.tracker.get(j.session, j.id) is None, what="dismissed")
+        assert not main(app).query_one("#jobs", JobsPanel).cards
+        assert await chain(app) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
+async def test_finish_before_ready_says_why(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "end", "s")
+        await dialog(pilot, app)
+        await pilot.press(*"64K")
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "stream-drive0-1"))
+        await press(pilot, "f")
+        await until(pilot, lambda: any("is not ready" in str(n.message) for n in app._notifications))
+        assert not isinstance(app.screen, ConfirmDialog)
+        await app.hub.set_speed(j.session, j.id, 0)
+        await until(pilot, lambda: j.finished)
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
+async def test_dialog_validation_before_sending(lab):
+    paths, ref, q = start_lab(lab)
+    exists = lab.dir / "taken.qcow2"
+    exists.write_bytes(b"keep me")
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "m")
+        dlg = await dialog(pilot, app)
+        field = dlg.query_one("#field-target", Input)
+        for value, message in [
+            (str(exists), "already exists"),
+            (str(lab.dir / "nodir" / "x.qcow2"), "does not exist"),
+            ("", "Target path is empty"),
+            (str(paths[1]), "an image of its backing chain"),
+        ]:
+            field.value = value
+            await pilot.pause(0.05)
+            assert message in str(dlg.query_one("#error-target").render())
+            assert dlg.query_one("#confirm").disabled
+        field.value = str(lab.dir / "ok.qcow2")
+        dlg.query_one("#field-speed", Input).value = "fast"
+        await pilot.pause(0.05)
+        assert "not a number" in str(dlg.query_one("#error-speed").render())
+        field.focus()
+        await press(pilot, "enter")  # refused: still open
+        assert app.screen is dlg
+        await press(pilot, "escape")
+        assert app.screen is main(app)
+        assert not app.hub.tracker.jobs
+    assert exists.read_bytes() == b"keep me"
+    assert not (lab.dir / "ok.qcow2").exists()
+
+
+async def test_qemu_error_becomes_a_notification(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        # another client starts a job on the drive; the next merge is refused by QEMU itself
+        from qemu.qmp import QMPClient
+
+        other = QMPClient("other")
+        await other.connect(str(q.spare))
+        await other.execute("block-stream", {"job-id": "theirs", "device": "D", "speed": 1024})
+        # our model still says idle if we act before the refresh: force that race
+        drive = graph(app).drive
+        from tui.backend import ops
+
+        app.launch(ops.plan_stream(drive, None, 0, "mine"))
+        await until(pilot, lambda: any("is busy" in str(n.message) for n in app._notifications), what="QEMU's error")
+        assert any(e.kind == "error" and "is busy" in e.text for e in app.hub.log)
+        await other.execute("block-job-cancel", {"device": "theirs"})
+        await other.disconnect()
+        await until(pilot, lambda: job(app, "theirs").finished)
+
+
+async def test_quit_asks_while_our_jobs_run(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "end", "s")
+        await dialog(pilot, app)
+        await pilot.press(*"64K")
+        await press(pilot, "enter")
+        j = await until(pilot, lambda: job(app, "stream-drive0-1"))
+        await press(pilot, "q")
+        confirm = await dialog(pilot, app, ConfirmDialog)
+        assert "go on inside QEMU" in str(confirm.query_one("#confirm-body").render())
+        await press(pilot, "n")
+        assert app.is_running and app.screen is main(app)
+        await press(pilot, "q", "y")
+        await until(pilot, lambda: not app.is_running or app._exit_renderables is not None or app.return_code == 0)
+    # the job goes on inside QEMU without chaintui
+    from tui.backend.hub import Hub
+
+    hub = Hub()
+    s = (await hub.add(str(q.qmp))).name
+    await hub.poll(s)
+    assert hub.tracker.get(s, j.id).active
+    await hub.set_speed(s, j.id, 0)
+    await hub.wait_job(s, j.id, lambda x: x.finished)
+    await hub.close()
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
+async def test_help_and_command_palette(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await press(pilot, "question_mark")
+        await dialog(pilot, app, HelpScreen)
+        await press(pilot, "escape")
+        assert app.screen is main(app)
+        await press(pilot, "ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"Merge")
+        await pilot.pause(0.3)
+        await press(pilot, "enter")
+        dlg = await dialog(pilot, app)
+        assert dlg.title_text.startswith("Merge")
+        await press(pilot, "escape")
+        await press(pilot, "l")
+        assert not main(app).query_one("#log").display
+        await press(pilot, "l")
+        assert main(app).query_one("#log").display
+
+
+async def test_lost_connection_is_shown_and_retried(lab):
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        q.kill()
+        drives = main(app).query_one("#drives")
+        await until(pilot, lambda: "lost" in str(drives.get_option_at_index(0).prompt), what="lost shown")
+        q2 = lab.start(paths[-1], name=q.qmp.stem, named_nodes=True)
+        await until(pilot, lambda: "lost" not in str(drives.get_option_at_index(0).prompt), timeout=15, what="back")
+        await until(pilot, lambda: graph(app).drive is not None and graph(app).drive.active.label == "D.qcow2")
+    q2.stop()
+
+
+async def test_two_qemus_three_jobs(lab):
+    a_paths, a_ref, qa = start_lab(lab, prefix="a")
+    b = lab.make_chain(3, 64 * (1 << 20), prefix="b", absolute=True)
+    c = lab.make_chain(3, 64 * (1 << 20), prefix="c", absolute=True)
+    refs = [lab.flatten(b[-1]), lab.flatten(c[-1])]
+    qb = lab.start([b[-1], c[-1]], kind="system", drives=["drive0", "drive1"])
+    async with running_app([str(qa.qmp), str(qb.qmp)]) as (app, pilot):
+        await until(pilot, lambda: len(app.hub.all_drives()) == 3, what="three drives")
+        drives = main(app).query_one("#drives")
+        started = []
+        for _ in range(3):
+            drives.focus()
+            await pilot.pause(0.05)
+            sel = drives.selected
+            await press(pilot, "tab")  # to the chain graph
+            await press(pilot, "end", "s")
+            await dialog(pilot, app)
+            await pilot.press(*"64K")
+            await press(pilot, "enter")
+            await until(pilot, lambda: len(app.hub.tracker.jobs) == len(started) + 1)
+            started.append(sel)
+            drives.focus()
+            await press(pilot, "down")
+            await until(pilot, lambda: drives.selected != sel or len(started) == 3)
+        assert len(set(started)) == 3
+        jobs = list(app.hub.tracker.jobs.values())
+        await until(pilot, lambda: all(j.status == "running" for j in jobs), what="three running")
+        cards = main(app).query_one("#jobs", JobsPanel).cards
+        assert len(cards) == 3
+        for j in jobs:
+            await app.hub.set_speed(j.session, j.id, 0)
+        await until(pilot, lambda: all(j.finished for j in jobs))
+    qa.stop()
+    qb.stop()
+    same(lab, a_paths[-1], a_ref)
+    same(lab, b[-1], refs[0])
+    same(lab, c[-1], refs[1])

@@ -1,0 +1,96 @@
+"""Helpers for driving the real app (Pilot) against real QEMU."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from tui.app import ChainApp
+from tui.backend.hub import Hub
+from tui.backend.lab import Lab, LabQemu
+from tui.screens.dialogs import ConfirmDialog, PlanDialog
+from tui.screens.main import MainScreen
+from tui.widgets import ChainGraph
+
+MiB = 1 << 20
+FIXED_CLOCK = lambda t: "12:00:00"  # noqa: E731 - stable pictures
+
+
+@asynccontextmanager
+async def running_app(sockets: list[str], size=(120, 40), poll=0.05):
+    app = ChainApp(sockets, hub=Hub(poll_interval=poll), clock=FIXED_CLOCK)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: main(app).query_one("#graph", ChainGraph).drive is not None, what="a drive on screen")
+        yield app, pilot
+
+
+def main(app: ChainApp) -> MainScreen:
+    assert app.main_screen is not None
+    return app.main_screen
+
+
+def graph(app: ChainApp) -> ChainGraph:
+    return main(app).query_one("#graph", ChainGraph)
+
+
+async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:  # noqa: BLE001 - widgets may not be there yet
+            value = None
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.03)
+
+
+async def press(pilot, *keys: str) -> None:
+    for key in keys:
+        await pilot.press(key)
+        await pilot.pause(0.02)
+
+
+async def dialog(pilot, app, kind=PlanDialog):
+    return await until(pilot, lambda: isinstance(app.screen, kind) and app.screen, what=kind.__name__)
+
+
+async def highlight(pilot, app, label: str) -> None:
+    """Move the cursor to an image with the arrow keys, as an operator would."""
+    g = graph(app)
+    labels = [i.label for i in g.drive.images]
+    target = labels.index(label)
+    await press(pilot, "end")
+    for _ in range(len(labels) - 1 - target):
+        await press(pilot, "up")
+    assert g.highlighted.label == label
+
+
+async def chain(app: ChainApp, session: str | None = None, drive: str = "drive0") -> list[str]:
+    hub = app.hub
+    session = session or next(iter(hub.sessions))
+    await hub.refresh(session)
+    return [i.label for i in hub.drive(session, drive).images]
+
+
+def job(app: ChainApp, job_id: str):
+    return next(j for j in app.hub.tracker.jobs.values() if j.id == job_id)
+
+
+def start_lab(lab: Lab, n: int = 4, kind: str = "qsd", prefix: str = "", size: int = 64 * MiB) -> tuple[list[Path], Path, LabQemu]:
+    paths = lab.make_chain(n, size, prefix=prefix, absolute=True)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1], kind=kind, named_nodes=(kind == "qsd"))
+    return paths, ref, q
+
+
+def same(lab: Lab, a, b) -> None:
+    ok, msg = lab.compare(a, b)
+    assert ok, f"{a} differs from {b}: {msg}"
+
+
+__all__ = ["ConfirmDialog", "PlanDialog"]
