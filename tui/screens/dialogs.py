@@ -104,8 +104,10 @@ class PlanDialog(ModalScreen[Plan | None]):
     def revalidate(self) -> Plan | None:
         for name, _, _ in self.fields:
             self.query_one(f"#error-{name}", Static).update("")
+            self.query_one(f"#error-{name}", Static).remove_class("-shown")
             self.query_one(f"#field-{name}").remove_class("-invalid")
         self.query_one("#error-general", Static).update("")
+        self.query_one("#error-general", Static).remove_class("-shown")
         try:
             plan = self.build(self.values())
         except ValidationError as exc:
@@ -113,8 +115,11 @@ class PlanDialog(ModalScreen[Plan | None]):
             names = {n for n, _, _ in self.fields}
             where = f"#error-{exc.field}" if exc.field in names else "#error-general"
             self.query_one(where, Static).update(f"✗ {escape(exc.message)}")
+            self.query_one(where, Static).add_class("-shown")
             if exc.field in names:
                 self.query_one(f"#field-{exc.field}").add_class("-invalid")
+            self.query_one("#preview", Static).update("[dim]Nothing will be sent until the problem above is fixed.[/dim]")
+            self.query_one("#qmp", Static).update("")
             self.query_one("#confirm", Button).disabled = True
             return None
         self.plan, self.error = plan, None

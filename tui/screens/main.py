@@ -45,6 +45,8 @@ class MainScreen(Screen[None]):
         Binding("q", "quit", "Quit"),
     ]
     AUTO_FOCUS = "#graph"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
 
     @property
     def chain_app(self) -> ChainApp:
@@ -241,14 +243,22 @@ class MainScreen(Screen[None]):
             return
         job_id = self.chain_app.hub.new_job_id("mirror", drive)
         sync: Select[str] = Select([("full: the whole chain", "full"), ("top: the active image only", "top")], value="full", allow_blank=False)
+        mode: Select[str] = Select(
+            [("create a new file", "absolute-paths"), ("reuse an existing image", "existing")],
+            value="absolute-paths",
+            allow_blank=False,
+        )
         fields = self._target_fields(drive, "mirror", ["qcow2", "raw"]) + [
             ("sync", "Sync", sync),
+            ("mode", "Target file", mode),
             ("speed", "Speed limit", self._speed_input()),
         ]
         self._open(
             PlanDialog(
                 f"Mirror (live migration) of {drive.name}",
-                lambda v: ops.plan_mirror(drive, v["target"], v["format"], v["sync"], v["speed"], job_id),
+                lambda v: ops.plan_mirror(
+                    drive, v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths"
+                ),
                 fields,
                 intro="The job goes [b]ready[/b] when the copy has caught up: then [b]f[/b] pivots to the "
                 "target, [b]x[/b] keeps the source and leaves the target a consistent copy.",

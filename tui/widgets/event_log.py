@@ -15,7 +15,7 @@ KIND_STYLE = {"action": "cyan", "event": "", "error": "bold red", "warning": "ye
 
 class EventLog(RichLog):
     def __init__(self, *, clock: Callable[[float], str] | None = None, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=2000, wrap=False, markup=False, highlight=False, auto_scroll=True)
+        super().__init__(id=id, max_lines=2000, wrap=True, markup=False, highlight=False, auto_scroll=True)
         self.clock = clock or (lambda t: time.strftime("%H:%M:%S", time.localtime(t)))
 
     def add(self, entry: LogEntry) -> None:

@@ -94,7 +94,10 @@ class JobCard(Widget):
             (f" {pct}  ", "bold"),
             (done, ""),
         )
-        if not job.finished:
+        if job.ready and not job.finished:
+            hint = "f: finish" if job.type != "mirror" else "f: pivot to target, x: keep source"
+            second.append(f"  in sync · {hint}", "green")
+        elif not job.finished:
             second.append(f"  {human_size(job.rate)}/s", "")
             second.append(f"  ETA {human_duration(job.eta)}", "dim")
         second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
