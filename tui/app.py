@@ -113,6 +113,10 @@ class ChainApp(App[int]):
             self.hub.note(f"internal error: {type(error).__name__}: {error}", kind="error")
             self.notify(f"Internal error: {type(error).__name__}: {error}", severity="error", timeout=8)
 
+    async def action_quit(self) -> None:
+        """ctrl+q (Textual's own quit key) asks too, like q."""
+        self.request_quit()
+
     def request_quit(self) -> None:
         ours = [j for j in self.hub.tracker.jobs.values() if j.started_by_us and j.active]
         if not ours:

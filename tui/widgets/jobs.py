@@ -98,12 +98,10 @@ class JobCard(Widget):
             hint = "f: finish" if job.type != "mirror" else "f: pivot to target, x: keep source"
             second.append(f"  in sync · {hint}", "green")
         elif not job.finished:
-            second.append(f"  {human_size(job.rate)}/s", "")
+            second.append(f"  {human_size(job.rate)}/s ", "")
+            second.append(sparkline(list(job.rate_history), 12), "cyan")
             second.append(f"  ETA {human_duration(job.eta)}", "dim")
         second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
-        spark = sparkline(list(job.rate_history))
-        if spark and not job.finished:
-            second.append(f"  {spark}", "cyan")
         first.append("\n")
         first.append_text(second)
         first.no_wrap = True
