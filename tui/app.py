@@ -62,7 +62,7 @@ class ChainApp(App[int]):
         if screen is None or not screen.is_mounted:
             return
         if isinstance(change, JobsChanged):
-            screen.post_message(JobsUpdated())
+            screen.post_message(JobsUpdated(change.urgent))
         elif isinstance(change, DrivesChanged):
             screen.post_message(DrivesUpdated(change.session))
         elif isinstance(change, SessionChanged):

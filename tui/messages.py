@@ -28,10 +28,21 @@ class DrivesUpdated(Message):
 
 
 class JobsUpdated(Message):
-    """Some jobs changed; widgets read the job model itself."""
+    """Some jobs changed; widgets read the job model itself.
+
+    ``urgent`` for state changes (shown at once); progress updates are drawn
+    at most a few times a second.
+    """
+
+    def __init__(self, urgent: bool = True) -> None:
+        super().__init__()
+        self.urgent = urgent
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, JobsUpdated)
+        if isinstance(message, JobsUpdated):
+            self.urgent = self.urgent or message.urgent
+            return True
+        return False
 
 
 class LogAppended(Message):

@@ -41,6 +41,7 @@ class DrivesChanged:
 @dataclass
 class JobsChanged:
     jobs: list[Job]
+    urgent: bool = True  # a state change (event, command); False for progress polls
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Hub:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._refresh_dirty: set[str] = set()
-        self._refresh_events: dict[str, asyncio.Event] = {}
+        self._poll_count: dict[str, int] = {}
         self._closed = False
 
     # -- listeners -------------------------------------------------------
@@ -237,17 +238,23 @@ class Hub:
         if force or self.tracker.active_for(session):
             self._pollers[session] = asyncio.create_task(self._poll_loop(session))
 
-    async def poll(self, session: str) -> list[Job]:
+    async def poll(self, session: str, full: bool = True) -> list[Job]:
         sess = self.sessions[session]
         asked_at = time.monotonic()
         block_jobs = await sess.execute("query-block-jobs")
-        jobs = await sess.execute("query-jobs")
+        # query-jobs (concluded jobs, vanished ones) once a second is enough;
+        # progress comes from query-block-jobs
+        n = self._poll_count.get(session, 0)
+        self._poll_count[session] = n + 1
+        jobs = None
+        if full or n % 5 == 0 or len(block_jobs) != len(self.tracker.active_for(session)):
+            jobs = await sess.execute("query-jobs")
         changed = self.tracker.on_poll(session, block_jobs, jobs, asked_at=asked_at)
         # a job another client started: find which drive it belongs to
         if any(j.drive is None and j.active for j in self.tracker.for_session(session)):
             self.schedule_refresh(session)
         if changed:
-            self._emit(JobsChanged(changed))
+            self._emit(JobsChanged(changed, urgent=self.tracker.last_poll_urgent))
         return changed
 
     async def _poll_loop(self, session: str) -> None:
@@ -257,7 +264,7 @@ class Hub:
                 if sess is None or not sess.connected:
                     return
                 try:
-                    await self.poll(session)
+                    await self.poll(session, full=False)
                 except NotConnected:
                     return
                 except QMPCommandError as exc:

@@ -115,6 +115,7 @@ class JobTracker:
 
     def __init__(self) -> None:
         self.jobs: dict[tuple[str, str], Job] = {}
+        self.last_poll_urgent = False  # the last on_poll saw a state change, not only progress
 
     # -- lookups ---------------------------------------------------------
     def get(self, session: str, job_id: str) -> Job | None:
@@ -141,6 +142,7 @@ class JobTracker:
 
     # -- inputs ----------------------------------------------------------
     def _finish(self, job: Job, outcome: str, now: float) -> None:
+        self.last_poll_urgent = True
         if job.outcome is None:
             job.outcome = outcome
             job.ended_at = now
@@ -215,6 +217,7 @@ class JobTracker:
         now = time.monotonic() if now is None else now
         changed: list[Job] = []
         seen: set[str] = set()
+        self.last_poll_urgent = False
         for info in block_jobs:
             job_id = info.get("device") or info.get("id")
             if not job_id:
@@ -242,6 +245,8 @@ class JobTracker:
             if job.active:
                 job.rate_history.append(job.rate)
             after = (job.offset, job.length, job.status, job.speed, job.paused, job.io_status, job.ready)
+            if after[2:] != before[2:]:
+                self.last_poll_urgent = True
             if after != before or job.active:
                 job._touch()
                 changed.append(job)

@@ -196,7 +196,7 @@ class Lab:
         for i, name in enumerate(names[:n]):
             fmt = "raw" if (raw_base and i == 0) else "qcow2"
             path = where / f"{prefix}{name}.{fmt}"
-            args = ["qemu-img", "create", "-q", "-f", fmt]
+            args = ["qemu-img", "create", "-q", "-f", fmt] + (["-u"] if i > 0 else [])
             if i > 0:
                 prev = paths[-1]
                 backing = str(prev) if absolute else prev.name

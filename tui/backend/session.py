@@ -36,6 +36,25 @@ EventCallback = Callable[["QemuSession", dict[str, Any]], None]
 StateCallback = Callable[["QemuSession"], None]
 
 
+class _Client(QMPClient):
+    """QMPClient without its eager debug formatting.
+
+    qemu.qmp formats every message with ``str(msg)`` (a JSON encoding) for a
+    debug log line even when debug logging is off; with many jobs polled five
+    times a second that was most of chaintui's CPU time.
+    """
+
+    def _cb_outbound(self, msg):  # type: ignore[no-untyped-def]
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_outbound(msg)
+        return msg
+
+    def _cb_inbound(self, msg):  # type: ignore[no-untyped-def]
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_inbound(msg)
+        return msg
+
+
 class SessionState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -159,7 +178,7 @@ class QemuSession:
         await self._first_attempt
 
     async def _connect_once(self) -> QMPClient:
-        client = QMPClient(self.name)
+        client = _Client(self.name)
         try:
             await asyncio.wait_for(client.connect(self.address), CONNECT_TIMEOUT)
         except BaseException:

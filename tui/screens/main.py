@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
@@ -80,7 +81,19 @@ class MainScreen(Screen[None]):
     def on_drives_updated(self, message: DrivesUpdated) -> None:
         self.update_drives()
 
+    PROGRESS_INTERVAL = 0.5  # progress is redrawn at most this often (state changes at once)
+
     def on_jobs_updated(self, message: JobsUpdated) -> None:
+        now = time.monotonic()
+        last = getattr(self, "_jobs_drawn", 0.0)
+        if message.urgent or now - last >= self.PROGRESS_INTERVAL:
+            self.update_jobs()
+        elif not getattr(self, "_jobs_timer", False):
+            self._jobs_timer = True
+            self.set_timer(last + self.PROGRESS_INTERVAL - now, self._flush_jobs)
+
+    def _flush_jobs(self) -> None:
+        self._jobs_timer = False
         self.update_jobs()
 
     def on_log_appended(self, message: LogAppended) -> None:
@@ -96,20 +109,33 @@ class MainScreen(Screen[None]):
         panel.show(list(hub.sessions.values()), hub.drives, counts)
         self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
         self._update_title()
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def update_jobs(self) -> None:
+        self._jobs_drawn = time.monotonic()
         hub = self.chain_app.hub
         jobs = hub.tracker.ordered()
-        self.query_one("#jobs", JobsPanel).show(jobs)
-        self.query_one("#jobs", JobsPanel).border_title = f"Jobs ({sum(1 for j in jobs if not j.finished)} running)"
+        panel = self.query_one("#jobs", JobsPanel)
+        panel.show(jobs)
+        title = f"Jobs ({sum(1 for j in jobs if not j.finished)} running)"
+        if panel.border_title != title:
+            panel.border_title = title
         self._update_title()
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def _update_title(self) -> None:
         hub = self.chain_app.hub
         running = sum(1 for j in hub.tracker.jobs.values() if not j.finished)
-        self.sub_title = f"{len(hub.sessions)} QEMU · {len(hub.all_drives())} drives · {running} jobs"
+        title = f"{len(hub.sessions)} QEMU · {len(hub.all_drives())} drives · {running} jobs"
+        if self.sub_title != title:
+            self.sub_title = title
+
+    def _refresh_keys(self) -> None:
+        """Re-check the footer only when what decides it changed (rebuilding it is costly)."""
+        state = (self.selected_drive() is not None, bool(self.chain_app.hub.tracker.jobs))
+        if state != getattr(self, "_keys_state", None):
+            self._keys_state = state
+            self.refresh_bindings()
 
     def selected_drive(self) -> Drive | None:
         sel = self.query_one("#drives", DrivesPanel).selected
@@ -122,7 +148,7 @@ class MainScreen(Screen[None]):
 
     def on_drives_panel_drive_selected(self, message: DrivesPanel.DriveSelected) -> None:
         self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def on_chain_graph_highlighted(self, message: ChainGraph.Highlighted) -> None:
         img = message.image
