@@ -121,9 +121,13 @@ async def mirror_ui(sock: str, target: str) -> float:
         d = hub.drive(s, "drive0")
         t0 = time.time()
         [job] = await hub.run_plan(ops.plan_mirror(d, target, "qcow2", "full", 0, "m"))
-        while not job.ready:
+        ready = None
+        while ready is None:  # the poll can see "ready" before the event is in
             await asyncio.sleep(0.005)
-        ready = next(e.data for e in reversed(hub.log) if isinstance(e.data, dict) and e.data.get("event") == "BLOCK_JOB_READY")
+            ready = next(
+                (e.data for e in reversed(hub.log) if isinstance(e.data, dict) and e.data.get("event") == "BLOCK_JOB_READY"),
+                None,
+            )
         dt = _event_time(ready) - t0
         await hub.cancel(s, job.id)
         await hub.wait_job(s, job.id, lambda j: j.finished)

@@ -173,3 +173,32 @@ async def test_raw_image_in_the_middle_is_flagged(lab, hub: Hub):
     assert any("raw image is in the chain" in w for w in plan.warnings)
     await hub.close()
     q.stop()
+
+
+async def test_image_still_used_by_leftover_overlays(lab, hub: Hub):
+    """Found by the randomized sequences: after an active commit down to the base,
+    qemu-storage-daemon keeps the old overlays open on top of it; QEMU then refuses
+    snapshots and mirrors of the base. chaintui says why before sending."""
+    paths = lab.make_chain(3, 16 * MiB, absolute=True)
+    q = lab.start(paths[-1], named_nodes=True)
+    s = (await connect(hub, q)).name
+    d = hub.drive(s, "drive0")
+    [job] = await hub.run_plan(ops.plan_commit(d, "A", None, 0, "c1"))
+    await hub.wait_job(s, job.id, lambda j: j.ready)
+    await hub.complete(s, job.id)
+    await hub.wait_job(s, job.id, lambda j: j.finished)
+    await hub.refresh(s)
+    d = hub.drive(s, "drive0")
+    assert d.notation() == "[A.qcow2]" and d.active.users == ("B.qcow2",)
+    message = (
+        "Node 'A' (A.qcow2) is busy: it is the backing file of B.qcow2, still open in QEMU (left from an "
+        "earlier job); QEMU cannot snapshot or mirror it until that image is closed (blockdev-del)"
+    )
+    with pytest.raises(ChainTuiError) as exc:
+        ops.plan_snapshot(d, str(lab.dir / "s.qcow2"), "s")
+    assert str(exc.value) == message
+    with pytest.raises(ChainTuiError) as exc:
+        ops.plan_mirror(d, str(lab.dir / "m.qcow2"), "qcow2", "full", 0, "m")
+    assert str(exc.value) == message
+    await hub.close()
+    q.stop()

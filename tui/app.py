@@ -117,6 +117,10 @@ class ChainApp(App[int]):
         """ctrl+q (Textual's own quit key) asks too, like q."""
         self.request_quit()
 
+    async def action_help_quit(self) -> None:
+        """ctrl+c quits too (asking first while our jobs run), as operators expect."""
+        self.request_quit()
+
     def request_quit(self) -> None:
         ours = [j for j in self.hub.tracker.jobs.values() if j.started_by_us and j.active]
         if not ours:

@@ -38,6 +38,7 @@ class Image:
     backing_file: str | None
     read_only: bool
     job: str | None = None  # id of the job that holds this node, if any
+    users: tuple[str, ...] = ()  # other images that use this one as backing file (outside this chain)
 
     @property
     def label(self) -> str:
@@ -91,6 +92,11 @@ class Drive:
     @property
     def busy(self) -> bool:
         return bool(self.jobs)
+
+
+def _label(info: dict[str, Any], node: str) -> str:
+    name = info.get(node, {}).get("file", "") or node
+    return node if name.startswith("json:") else os.path.basename(name)
 
 
 def chain_notation(labels: Any) -> str:
@@ -204,6 +210,12 @@ def build_drives(
                     backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
                     read_only=bool(entry.get("ro", False)),
                     job=held_by.get(cur),
+                    users=tuple(
+                        _label(info, nodes[p]["name"])
+                        for role, p in parents[cur]
+                        if role == "backing" and p not in seen and nodes[p]["type"] == "block-driver"
+                        and driver(p) not in FILTER_DRIVERS
+                    ),
                 )
             )
             cur = child(cur, "backing")

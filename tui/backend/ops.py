@@ -137,6 +137,17 @@ def _check_busy(drive: Drive, images: list[Image]) -> None:
             )
 
 
+def _check_users(img: Image, what: str = "target") -> None:
+    """QEMU refuses to snapshot or mirror an image another open image is backed by."""
+    if img.users:
+        raise ValidationError(
+            f"Node '{img.node_name}' ({img.label}) is busy: it is the backing file of "
+            f"{', '.join(img.users)}, still open in QEMU (left from an earlier job); "
+            "QEMU cannot snapshot or mirror it until that image is closed (blockdev-del)",
+            what,
+        )
+
+
 def _image(drive: Drive, name: str | None, what: str) -> Image:
     if name is None or name == "":
         raise ValidationError(f"No {what} chosen", what)
@@ -332,6 +343,7 @@ def plan_mirror(
     rate = parse_speed(speed)
     full = resolve_target(target, drive, existing=(mode == "existing"))
     _check_busy(drive, [drive.active])
+    _check_users(drive.active)
     if sync == "top" and fmt == "raw" and len(drive.images) > 1:
         raise ValidationError(
             "A raw target cannot have a backing file: use sync full for raw, or qcow2 for sync top", "format"
@@ -378,6 +390,7 @@ def plan_snapshot(drive: Drive, target: str, node_name: str, fmt: str = "qcow2")
     fmt = _format(fmt, ("qcow2",))
     full = resolve_target(target, drive)
     _check_busy(drive, [drive.active])
+    _check_users(drive.active)
     args = _snapshot_args(drive, full, node_name, fmt)
     label = os.path.basename(full)
     return Plan(
@@ -427,6 +440,7 @@ def plan_copy(
     rate = parse_speed(speed)
     full = resolve_target(target, drive)
     _check_busy(drive, drive.images)
+    _check_users(drive.active)
     label = os.path.basename(full)
     snap = _snapshot_args(drive, full, node_name, fmt)
     stream: dict[str, Any] = {"job-id": job_id, "device": drive.device if drive.has_device else node_name}
