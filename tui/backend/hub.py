@@ -247,7 +247,8 @@ class Hub:
         n = self._poll_count.get(session, 0)
         self._poll_count[session] = n + 1
         jobs = None
-        if full or n % 5 == 0 or len(block_jobs) != len(self.tracker.active_for(session)):
+        open_jobs = [j for j in self.tracker.for_session(session) if j.outcome is None]
+        if full or n % 5 == 0 or len(block_jobs) != len(open_jobs):
             jobs = await sess.execute("query-jobs")
         changed = self.tracker.on_poll(session, block_jobs, jobs, asked_at=asked_at)
         # a job another client started: find which drive it belongs to
@@ -258,13 +259,15 @@ class Hub:
         return changed
 
     async def _poll_loop(self, session: str) -> None:
+        first = True
         try:
             while not self._closed:
                 sess = self.sessions.get(session)
                 if sess is None or not sess.connected:
                     return
                 try:
-                    await self.poll(session, full=False)
+                    await self.poll(session, full=first)
+                    first = False
                 except NotConnected:
                     return
                 except QMPCommandError as exc:

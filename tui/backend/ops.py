@@ -332,6 +332,7 @@ def plan_mirror(
     job_id: str,
     mode: str = "absolute-paths",
     copy_mode: str | None = None,
+    on_target_error: str | None = None,
 ) -> Plan:
     """Live migration: mirror the drive to ``target``; ready, then complete or cancel."""
     fmt = _format(fmt)
@@ -358,6 +359,10 @@ def plan_mirror(
     }
     if copy_mode:
         args["copy-mode"] = copy_mode
+    if on_target_error:
+        if on_target_error not in ("report", "stop", "enospc", "ignore"):
+            raise ValidationError(f"Unknown error action {on_target_error!r}: report, stop, enospc or ignore", "on_error")
+        args["on-target-error"] = on_target_error
     args.update(_speed_args(rate))
     label = os.path.basename(full)
     if sync == "full":

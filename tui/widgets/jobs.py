@@ -54,12 +54,12 @@ class JobCard(Widget):
     def update_job(self, job: Job) -> None:
         self.job = job
         if job.version != self._seen:
+            self._seen = job.version
             self.sync_classes()
             self.refresh()
 
     def render(self) -> Text:
         job = self.job
-        self._seen = job.version
         where = f"{job.drive or '?'}@{job.session}"
         state = job.state_text
         state_style = "bold"
