@@ -378,10 +378,15 @@ class Hub:
             raise ValidationError(f"No job {job_id!r} on {session}", "job")
         return job
 
-    async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
+    def _live_job(self, session: str, job_id: str, hint: str = "") -> Job:
+        """A job that has not ended yet (else a ValidationError saying how it ended)."""
         job = self._job(session, job_id)
         if job.finished:
-            raise ValidationError(f"Job {job_id} has already ended ({job.outcome}); nothing to cancel", "job")
+            raise ValidationError(f"Job {job_id} has already ended ({job.outcome}){hint}", "job")
+        return job
+
+    async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
+        job = self._live_job(session, job_id, "; nothing to cancel")
         args: dict[str, Any] = {"device": job_id}
         if force or job.user_paused or job.paused and job.io_status != "ok":
             args["force"] = True
@@ -394,9 +399,7 @@ class Hub:
         self._ensure_poller(session, force=True)
 
     async def complete(self, session: str, job_id: str) -> None:
-        job = self._job(session, job_id)
-        if job.finished:
-            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        job = self._live_job(session, job_id)
         if not job.ready:
             raise ValidationError(
                 f"Job {job_id} is not ready yet ({job.status}, {job.progress:.0%}): "
@@ -408,18 +411,14 @@ class Hub:
         self._ensure_poller(session, force=True)
 
     async def pause(self, session: str, job_id: str) -> None:
-        job = self._job(session, job_id)
-        if job.finished:
-            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        job = self._live_job(session, job_id)
         await self.execute(session, "block-job-pause", {"device": job_id})
         job.user_paused = True
         job._touch()
         self._emit(JobsChanged([job]))
 
     async def resume(self, session: str, job_id: str) -> None:
-        job = self._job(session, job_id)
-        if job.finished:
-            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        job = self._live_job(session, job_id)
         await self.execute(session, "block-job-resume", {"device": job_id})
         job.user_paused = False
         job._touch()
@@ -436,9 +435,7 @@ class Hub:
         return True
 
     async def set_speed(self, session: str, job_id: str, speed: int) -> None:
-        job = self._job(session, job_id)
-        if job.finished:
-            raise ValidationError(f"Job {job_id} has already ended ({job.outcome})", "job")
+        job = self._live_job(session, job_id)
         if speed < 0:
             raise ValidationError("Speed limit must not be negative", "speed")
         await self.execute(session, "block-job-set-speed", {"device": job_id, "speed": int(speed)})
