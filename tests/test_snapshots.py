@@ -49,8 +49,10 @@ async def ready(pilot) -> None:
     await pilot.pause(0.1)
 
 
-def freeze(job, offset: int, length: int, rate: float, history: list[float]) -> None:
+def freeze(job, offset: int, length: int, rate: float, history: list[float], status: str | None = None) -> None:
     job.offset, job.length = offset, length
+    if status is not None:  # QEMU's unrequested paused/running blips must not show in a picture
+        job.status, job.paused, job.ready = status, False, status == "ready"
     job.samples = deque([(0.0, offset - int(rate)), (1.0, offset)], maxlen=64)
     job.rate_history = deque(history, maxlen=40)
     job.version += 1
@@ -77,8 +79,8 @@ async def with_jobs(pilot) -> None:
     await hub.wait_job(s, stream.id, lambda j: j.status == "running")
     await hub.settle(s)
     await pilot.pause(0.3)
-    freeze(stream, 24 * MiB, 64 * MiB, 2 * MiB, [1, 2, 3, 2, 4, 5, 4, 6, 7, 6, 8, 7])
-    freeze(mirror, 64 * MiB, 64 * MiB, 0, [8, 7, 8, 6, 5, 3, 1, 0])
+    freeze(stream, 24 * MiB, 64 * MiB, 2 * MiB, [1, 2, 3, 2, 4, 5, 4, 6, 7, 6, 8, 7], "running")
+    freeze(mirror, 64 * MiB, 64 * MiB, 0, [8, 7, 8, 6, 5, 3, 1, 0], "ready")
     freeze(done, 64 * MiB, 64 * MiB, 0, [])
     main(app).post_message(JobsUpdated())
     main(app).query_one("#log").clear()
@@ -180,7 +182,7 @@ def test_cancel_confirmation(snap_compare, fixed_lab):
         hub.poll_interval = 3600
         [job] = await hub.run_plan(ops.plan_stream(hub.drive(s, "drive0"), None, "64K", "stream-drive0-1"))
         await hub.wait_job(s, job.id, lambda j: j.status == "running")
-        freeze(job, 8 * MiB, 64 * MiB, 64 * 1024, [1, 1, 1])
+        freeze(job, 8 * MiB, 64 * MiB, 64 * 1024, [1, 1, 1], "running")
         main(pilot.app).post_message(JobsUpdated())
         await pilot.pause(0.2)
         await pilot.press("x")

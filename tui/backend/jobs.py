@@ -49,6 +49,7 @@ class Job:
     rate_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     version: int = 0  # bumped on every change, for cheap redraw checks
     launching: bool = False  # the command that starts it is on its way to QEMU
+    event_at: float = 0.0  # when the last event about it arrived
 
     @property
     def key(self) -> tuple[str, str]:
@@ -155,6 +156,7 @@ class JobTracker:
         data = event.get("data") or {}
         if name == "JOB_STATUS_CHANGE":
             job = self.ensure(session, data["id"], now)
+            job.event_at = now
             status = data.get("status", job.status)
             job.status = status
             if status == "ready":
@@ -172,6 +174,7 @@ class JobTracker:
             if not job_id:
                 return []
             job = self.ensure(session, job_id, now)
+            job.event_at = now
             if "type" in data:
                 job.type = data["type"]
             if "len" in data:
@@ -229,13 +232,16 @@ class JobTracker:
             job.offset = int(info.get("offset", job.offset))
             job.length = int(info.get("len", job.length))
             job.speed = int(info.get("speed", job.speed))
-            job.ready = bool(info.get("ready", job.ready))
-            job.paused = bool(info.get("paused", job.paused))
+            # an answer to a question asked before the latest event is stale about the state
+            fresh = asked_at is None or job.event_at <= asked_at
+            if fresh:
+                job.ready = bool(info.get("ready", job.ready))
+                job.paused = bool(info.get("paused", job.paused))
             job.busy = bool(info.get("busy", job.busy))
             job.io_status = info.get("io-status", job.io_status)
             job.auto_finalize = bool(info.get("auto-finalize", job.auto_finalize))
             job.auto_dismiss = bool(info.get("auto-dismiss", job.auto_dismiss))
-            if "status" in info and job.outcome is None:
+            if "status" in info and job.outcome is None and fresh:
                 job.status = info["status"]
             if info.get("error") and job.error is None:
                 job.error = info["error"]

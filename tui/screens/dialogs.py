@@ -49,6 +49,7 @@ class PlanDialog(ModalScreen[Plan | None]):
         Binding("ctrl+s", "confirm", "Start"),
     ]
     AUTO_FOCUS = None
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
 
     def __init__(
         self,
@@ -70,7 +71,7 @@ class PlanDialog(ModalScreen[Plan | None]):
         self.error: ValidationError | None = None
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        with VerticalScroll(id="dialog"):
             yield Label(self.title_text, id="dialog-title")
             if self.intro:
                 yield Static(self.intro, id="intro", classes="intro")

@@ -102,10 +102,11 @@ class JobCard(Widget):
             second.append(sparkline(list(job.rate_history), 12), "cyan")
             second.append(f"  ETA {human_duration(job.eta)}", "dim")
         second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
+        width = max(10, self.content_region.width or self.size.width or 80)
+        first.truncate(width, overflow="ellipsis")
+        second.truncate(width, overflow="ellipsis")
         first.append("\n")
         first.append_text(second)
-        first.no_wrap = True
-        first.overflow = "ellipsis"
         return first
 
 
