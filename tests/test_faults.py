@@ -239,3 +239,64 @@ def test_demo_leaves_nothing_behind(tmp_path, how):
     if how != "SIGKILL":  # a killed process cannot remove its files; its QEMU still dies with it
         assert list(tmp.iterdir()) == [], f"files left after {how}: {list(tmp.iterdir())}"
     assert b"Traceback" not in output
+
+
+def test_chaintui_killed_while_its_job_runs(lab):
+    """chaintui on a running QEMU starts a merge by keystrokes and is then killed:
+    the job goes on inside QEMU, and a new chaintui finds it with its progress."""
+    paths = lab.make_chain(4, 64 * MiB, absolute=True)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1], named_nodes=True)
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(sys.executable, [sys.executable, "-m", "tui", str(q.qmp)], env)
+    output = bytearray()
+
+    def pump(seconds: float) -> None:
+        import select
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r:
+                try:
+                    output.extend(os.read(fd, 65536))
+                except OSError:
+                    return
+
+    deadline = time.monotonic() + 20
+    while b"ACTIVE" not in output:
+        pump(0.2)
+        assert time.monotonic() < deadline, output[-400:].decode(errors="replace")
+    os.write(fd, b"s")  # merge, flatten (the active image is highlighted)
+    pump(1.0)
+    os.write(fd, b"16K\r")
+    deadline = time.monotonic() + 10
+    while b"stream-drive0-1" not in output:
+        pump(0.2)
+        assert time.monotonic() < deadline, "the job did not start"
+    pump(0.5)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(fd)
+
+    async def check() -> None:
+        hub = Hub(poll_interval=0.05)
+        try:
+            s = (await hub.add(str(q.qmp), reconnect=False)).name
+            await hub.poll(s)
+            job = hub.tracker.get(s, "stream-drive0-1")
+            assert job is not None and job.active and job.length > 0 and job.speed == 16 * 1024
+            await hub.refresh(s)
+            assert job.drive == "drive0"
+            await hub.set_speed(s, job.id, 0)
+            await hub.wait_job(s, job.id, lambda j: j.finished)
+            assert job.outcome == "completed"
+        finally:
+            await hub.close()
+
+    asyncio.run(check())
+    q.stop()
+    same, msg = lab.compare(paths[-1], ref)
+    assert same, msg

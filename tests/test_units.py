@@ -12,7 +12,7 @@ from tui.backend.chain import build_drives, chain_notation
 from tui.backend.errors import ValidationError
 from tui.backend.jobs import JobTracker
 from tui.backend.ops import human_duration, human_size, make_id, make_node_name, parse_speed
-from tui.backend.session import is_loopback, parse_address
+from tui.backend.session import address_warning, is_loopback, parse_address
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,8 @@ def test_addresses():
     assert parse_address("/run/q.sock") == "/run/q.sock"
     assert parse_address("unix:/run/q.sock") == "/run/q.sock"
     assert is_loopback(("127.0.0.1", 1)) and is_loopback("/x") and not is_loopback(("10.1.2.3", 1))
+    assert address_warning(("127.0.0.1", 4444)) is None and address_warning("/run/q.sock") is None
+    assert "no authentication" in address_warning(parse_address("qemu-host.example:4444"))
 
 
 def test_sizes_and_ids():

@@ -20,7 +20,7 @@ from .chain import Drive, JobTarget, query_drives
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
 from .ops import Plan, make_id, make_node_name
-from .session import QemuSession, SessionState, is_loopback
+from .session import QemuSession, SessionState, address_warning
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,9 @@ class Hub:
         self.drives.setdefault(session.name, [])
         session.subscribe_events(self._on_event)
         session.subscribe_state(self._on_state)
-        if not is_loopback(session.address):
-            self.note(
-                f"{session.address_text} is not a loopback address: QMP has no authentication, "
-                "anyone who reaches it controls that QEMU",
-                session.name,
-                "warning",
-            )
+        warning = address_warning(session.address)
+        if warning:
+            self.note(warning, session.name, "warning")
         try:
             await session.start()
         except ChainTuiError:

@@ -91,6 +91,17 @@ def is_loopback(address: str | tuple[str, int]) -> bool:
         return False
 
 
+def address_warning(address: str | tuple[str, int]) -> str | None:
+    """A warning for a TCP QMP address that is not loopback: QMP has no authentication."""
+    if is_loopback(address):
+        return None
+    host, port = address  # type: ignore[misc]
+    return (
+        f"{host}:{port} is not a loopback address: QMP has no authentication, so anyone who "
+        "reaches it controls that QEMU (use a unix socket, or an SSH tunnel)"
+    )
+
+
 def describe_connect_error(exc: BaseException, address: str | tuple[str, int]) -> str:
     """One line for the operator about why a QMP socket could not be used."""
     where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"

@@ -98,6 +98,8 @@ class MainScreen(Screen[None]):
 
     def on_log_appended(self, message: LogAppended) -> None:
         self.query_one("#log", EventLog).add(message.entry)
+        if message.entry.kind == "warning":
+            self.notify(message.entry.text, title=message.entry.session or "Warning", severity="warning", timeout=10)
 
     def update_drives(self) -> None:
         hub = self.chain_app.hub
