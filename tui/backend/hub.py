@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chain import Drive, JobTarget, query_drives
+from .chain import Drive, JobTarget, NodeInfoCache, query_drives
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
 from .ops import Plan, make_id, make_node_name
@@ -70,6 +70,7 @@ class Hub:
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._refresh_dirty: set[str] = set()
         self._poll_count: dict[str, int] = {}
+        self.node_info: dict[str, NodeInfoCache] = {}
         self._closed = False
 
     # -- listeners -------------------------------------------------------
@@ -126,6 +127,7 @@ class Hub:
         if session.name not in self.sessions:
             return
         if session.state is SessionState.CONNECTED:
+            self.node_info.pop(session.name, None)  # maybe another QEMU now
             what = "reconnected" if session.generation > 1 else "connected"
             self.note(f"{what} to {session.address_text}", session.name)
             self.schedule_refresh(session.name)
@@ -194,7 +196,8 @@ class Hub:
     async def refresh(self, session: str) -> list[Drive]:
         """Re-read the block graph of one session now."""
         sess = self.sessions[session]
-        drives, targets = await query_drives(sess)
+        cache = self.node_info.setdefault(session, NodeInfoCache())
+        drives, targets = await query_drives(sess, cache)
         self.drives[session] = drives
         self.targets[session] = targets
         changed: list[Job] = []

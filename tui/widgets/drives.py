@@ -66,6 +66,8 @@ class DrivesPanel(OptionList):
             for d in session_drives:
                 n = job_counts.get(d.key, 0)
                 line = Text.assemble(("  ", ""), (d.name, "bold"), (f"  {len(d.images)} img", "dim"))
+                if d.detached:
+                    line.append("  detached", "dim italic")
                 if n:
                     line.append(f"  ⚙ {n} job{'s' if n > 1 else ''}", "yellow")
                 options.append(Option(line, id=option_id(sess.name, d.name)))
