@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 
 import pytest
 
@@ -82,6 +83,7 @@ def cases(lab, d0, d1):
         ("reuse existing that is missing", mirror(f"{L}/gone.qcow2", mode="existing"),
          f"Target {L}/gone.qcow2 does not exist (\"reuse existing\" needs an existing image)"),
         ("unknown mirror mode", mirror(f"{L}/t.qcow2", mode="overwrite"), "Unknown mode 'overwrite': choose absolute-paths or existing"),
+        ("read-only directory", mirror(f"{L}/ro/t.qcow2"), f"Target directory {L}/ro is not writable"),
         ("merge on a single image", lambda: ops.plan_stream(d1_single(d1), None, 0, j), "vm: nothing"),
         ("node already in a job", lambda: ops.plan_commit(d1, "vm1-A", None, 0, j),
          "Node 'vm1-A' (vm1-A.qcow2) is busy: it is in job 'stream-drive1-1'. Wait for the job to end or cancel it first."),
@@ -102,6 +104,15 @@ async def test_bad_input_table(lab, hub: Hub):
     (lab.dir / "taken.qcow2").write_bytes(b"precious")
     (lab.dir / "adir").mkdir()
     os.symlink(a[0], lab.dir / "link-to-A.qcow2")
+    (lab.dir / "ro").mkdir()
+    subprocess.run(["chattr", "+i", str(lab.dir / "ro")], check=True)  # read-only even for root
+    try:
+        await _bad_input_table(lab, hub, a, b)
+    finally:
+        subprocess.run(["chattr", "-i", str(lab.dir / "ro")], check=True)
+
+
+async def _bad_input_table(lab, hub: Hub, a, b):
     q = lab.start([a[-1], b[-1]], named_nodes=True)
     s = (await connect(hub, q, drives=2)).name
     [stream] = await hub.run_plan(ops.plan_stream(hub.drive(s, "drive1"), None, "16K", "stream-drive1-1"))

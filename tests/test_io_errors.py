@@ -37,6 +37,7 @@ async def test_target_io_error_shown_then_resumed_or_cancelled(lab, errno, actio
         await until(pilot, lambda: j.paused and j.io_status == io_status, what="paused on error")
         card = main(app).query_one("#jobs", JobsPanel).cards[j.key]
         await until(pilot, lambda: "I/O error on write" in str(card.render()) and io_status in str(card.render()))
+        assert ("ENOSPC" if errno == 28 else "EIO") in str(card.render())
         assert card.has_class("-error")
         assert any(e.kind == "error" and "I/O error during write" in e.text for e in hub.log)
         await press(pilot, "tab")

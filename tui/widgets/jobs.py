@@ -12,6 +12,8 @@ from ..backend.jobs import Job
 from ..backend.ops import human_duration, human_size
 
 SPARK = "▁▂▃▄▅▆▇█"
+# query-block-jobs io-status → the errno class QEMU saw (BLOCK_JOB_ERROR carries none)
+IO_STATUS = {"failed": " (EIO or similar)", "nospace": " (ENOSPC: no space left)"}
 BAR_WIDTH = 24
 
 
@@ -82,7 +84,8 @@ class JobCard(Widget):
         )
         if job.last_error_event and not job.finished:
             ev = job.last_error_event
-            first.append(f"  I/O error on {ev.get('operation')} → {ev.get('action')}", "red")
+            cause = IO_STATUS.get(job.io_status, "")
+            first.append(f"  I/O error on {ev.get('operation')}{cause} → {ev.get('action')}", "red")
         if job.target:
             first.append(f"  → {job.target}", "dim")
         if not job.started_by_us:
