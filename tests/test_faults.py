@@ -193,7 +193,8 @@ def test_demo_leaves_nothing_behind(tmp_path, how):
     """chaintui --demo in a terminal, stopped in each way: no QEMU, no temporary files."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = dict(os.environ, TMPDIR=str(tmp), TERM="xterm-256color", COLUMNS="100", LINES="30")
+    env = dict(os.environ, TMPDIR=str(tmp), TERM="xterm-256color", COLUMNS="100", LINES="30",
+               XDG_STATE_HOME=str(tmp_path / "state"))
     pid, fd = pty.fork()
     if pid == 0:  # child: the demo on a terminal of its own
         os.execvpe(sys.executable, [sys.executable, "-m", "tui", "--demo"], env)
@@ -247,7 +248,7 @@ def test_chaintui_killed_while_its_job_runs(lab):
     paths = lab.make_chain(4, 64 * MiB, absolute=True)
     ref = lab.flatten(paths[-1])
     q = lab.start(paths[-1], named_nodes=True)
-    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30")
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30", XDG_STATE_HOME=str(lab.dir / "state"))
     pid, fd = pty.fork()
     if pid == 0:
         os.execvpe(sys.executable, [sys.executable, "-m", "tui", str(q.qmp)], env)
@@ -297,6 +298,10 @@ def test_chaintui_killed_while_its_job_runs(lab):
             await hub.close()
 
     asyncio.run(check())
+    from tui.backend.audit import AuditLog
+
+    trail = list(AuditLog(lab.dir / "state" / "chaintui" / "audit.jsonl").read(job="stream-drive0-1"))
+    assert [e["command"] for e in trail] == ["block-stream"] and trail[0]["ok"]
     q.stop()
     same, msg = lab.compare(paths[-1], ref)
     assert same, msg

@@ -17,6 +17,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from .backend.audit import AuditLog
 from .backend.errors import ChainTuiError
 from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
 from .backend.jobs import Job
@@ -45,7 +46,7 @@ class ChainApp(App[int]):
         super().__init__(watch_css=watch_css)
         self.sockets = list(sockets)
         self.lab = lab
-        self.hub = hub or Hub()
+        self.hub = hub or Hub(audit=AuditLog())
         self.clock = clock or (lambda t: time.strftime("%H:%M:%S", time.localtime(t)))
         self.main_screen: MainScreen | None = None
 

@@ -19,6 +19,7 @@ USAGE = """\
 chaintui --demo                 make a temporary 4-image chain, start QEMU on it, open the UI
 chaintui SOCKET [SOCKET...]     open the UI on running QEMU processes (unix path or host:port)
 chaintui chains [--json] SOCKET...   print every drive's chain and the running jobs, then exit
+chaintui log [--drive D] [--job J] [--json]   print the audit trail of actions sent
 chaintui --version"""
 
 
@@ -155,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_chains(args.sockets, args.json))
         except KeyboardInterrupt:
             return 130
+    if argv and argv[0] == "log":
+        from .backend.audit import AuditLog, default_path, format_entry
+
+        p = argparse.ArgumentParser(prog="chaintui log", description=f"Print the audit trail ({default_path()}).")
+        p.add_argument("--drive", help="only actions on this drive")
+        p.add_argument("--job", help="only actions on this job")
+        p.add_argument("--json", action="store_true", help="the JSON lines as stored")
+        args = p.parse_args(argv[1:])
+        for entry in AuditLog().read(drive=args.drive, job=args.job):
+            print(json.dumps(entry, ensure_ascii=False) if args.json else format_entry(entry))
+        return 0
     p = argparse.ArgumentParser(prog="chaintui", usage=USAGE, description="Live QEMU backing-chain operations.")
     p.add_argument("--version", action="version", version=f"chaintui {__version__}")
     p.add_argument("--demo", action="store_true", help="start a temporary chain on a real QEMU and open the UI")

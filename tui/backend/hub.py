@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audit import AuditLog
 from .chain import Drive, JobTarget, NodeInfoCache, query_drives
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
@@ -58,7 +59,8 @@ Listener = Callable[[Change], None]
 
 
 class Hub:
-    def __init__(self, poll_interval: float = POLL_INTERVAL) -> None:
+    def __init__(self, poll_interval: float = POLL_INTERVAL, audit: AuditLog | None = None) -> None:
+        self.audit = audit
         self.sessions: dict[str, QemuSession] = {}
         self.drives: dict[str, list[Drive]] = {}
         self.targets: dict[str, list[JobTarget]] = {}
@@ -303,20 +305,30 @@ class Hub:
         return make_node_name(target, self.taken_node_names(drive.session))
 
     # -- running ---------------------------------------------------------
-    async def execute(self, session: str, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Send one command as an operator action: logged, errors logged too."""
+    async def execute(
+        self, session: str, command: str, arguments: dict[str, Any] | None = None, drive: str | None = None
+    ) -> Any:
+        """Send one command as an operator action: logged, audited, errors too."""
         sess = self.sessions.get(session)
         if sess is None:
             raise NotConnected(f"No QEMU named {session!r}")
         self.note(f"→ {command} {_args_text(arguments)}", session, "action", data={"command": command, "arguments": arguments})
+
+        def audit(error: tuple[str, str] | None = None) -> None:
+            if self.audit is not None:
+                self.audit.record(sess.address_text, session, command, arguments, drive=drive, error=error)
+
         try:
             result = await sess.execute(command, arguments)
         except QMPCommandError as exc:
             self.note(f"✗ {command}: {exc.desc}", session, "error", data={"class": exc.error_class})
+            audit((exc.error_class, exc.desc))
             raise
         except NotConnected as exc:
             self.note(f"✗ {command}: {exc}", session, "error")
+            audit(("NotConnected", str(exc)))
             raise
+        audit()
         return result
 
     async def run_plan(self, plan: Plan) -> list[Job]:
@@ -342,7 +354,7 @@ class Hub:
                 job.speed = int(step.arguments.get("speed", 0))
                 job.launching = True
             try:
-                await self.execute(plan.session, step.command, step.arguments)
+                await self.execute(plan.session, step.command, step.arguments, drive=plan.drive)
             except ChainTuiError:
                 if step.starts_job:
                     job = self.tracker.get(plan.session, step.starts_job)
@@ -391,7 +403,7 @@ class Hub:
             args["force"] = True
         job.cancel_requested = True
         try:
-            await self.execute(session, "block-job-cancel", args)
+            await self.execute(session, "block-job-cancel", args, drive=job.drive)
         except ChainTuiError:
             job.cancel_requested = False
             raise
@@ -406,19 +418,19 @@ class Hub:
                 "job",
             )
         job.complete_requested = True
-        await self.execute(session, "block-job-complete", {"device": job_id})
+        await self.execute(session, "block-job-complete", {"device": job_id}, drive=job.drive)
         self._ensure_poller(session, force=True)
 
     async def pause(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self.execute(session, "block-job-pause", {"device": job_id})
+        await self.execute(session, "block-job-pause", {"device": job_id}, drive=job.drive)
         job.user_paused = True
         job._touch()
         self._emit(JobsChanged([job]))
 
     async def resume(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self.execute(session, "block-job-resume", {"device": job_id})
+        await self.execute(session, "block-job-resume", {"device": job_id}, drive=job.drive)
         job.user_paused = False
         job._touch()
         self._emit(JobsChanged([job]))
@@ -437,7 +449,7 @@ class Hub:
         job = self._live_job(session, job_id)
         if speed < 0:
             raise ValidationError("Speed limit must not be negative", "speed")
-        await self.execute(session, "block-job-set-speed", {"device": job_id, "speed": int(speed)})
+        await self.execute(session, "block-job-set-speed", {"device": job_id, "speed": int(speed)}, drive=job.drive)
         job.speed = int(speed)
         job._touch()
         self._emit(JobsChanged([job]))
@@ -452,7 +464,7 @@ class Hub:
             raise ValidationError(f"Job {job_id} is still {job.status}: cancel it first", "job")
         if job.status == "concluded" and self.sessions[session].connected:
             try:
-                await self.execute(session, "job-dismiss", {"id": job_id})
+                await self.execute(session, "job-dismiss", {"id": job_id}, drive=job.drive)
             except QMPCommandError:
                 pass
         self.tracker.remove(session, job_id)
