@@ -36,7 +36,7 @@ class ChainApp(App[int]):
 
     def __init__(
         self,
-        sockets: list[str],
+        sockets: list[str | tuple[str, str | None]],
         *,
         lab: Lab | None = None,
         hub: Hub | None = None,
@@ -56,7 +56,8 @@ class ChainApp(App[int]):
         self.main_screen = MainScreen()
         self.push_screen(self.main_screen)
         for sock in self.sockets:
-            self.run_worker(self.hub.add(sock), exit_on_error=False, group="connect")
+            address, name = sock if isinstance(sock, tuple) else (sock, None)
+            self.run_worker(self.hub.add(address, name), exit_on_error=False, group="connect")
 
     def on_hub_change(self, change: Any) -> None:
         screen = self.main_screen

@@ -107,7 +107,7 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
     return 0
 
 
-def _run_ui(sockets: list[str], demo: bool, kind: str) -> int:
+def _run_ui(sockets: list[str | tuple[str, str | None]], demo: bool, kind: str) -> int:
     from .app import ChainApp
 
     lab = None
@@ -173,11 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-qemu", choices=("qsd", "system"), default="qsd", help="which QEMU the demo starts")
     p.add_argument("sockets", nargs="*", metavar="SOCKET")
     args = p.parse_args(argv)
-    if not args.demo and not args.sockets:
-        p.print_usage(sys.stderr)
-        print("chaintui: give a QMP socket, or try `chaintui --demo`", file=sys.stderr)
-        return 2
-    return _run_ui(args.sockets, args.demo, args.demo_qemu)
+    sockets: list[str | tuple[str, str | None]] = list(args.sockets)
+    if not args.demo and not sockets:
+        from .config import ConfigError, config_path, load_endpoints
+
+        try:
+            sockets = [(e.address, e.name) for e in load_endpoints()]
+        except ConfigError as exc:
+            print(f"chaintui: {exc}", file=sys.stderr)
+            return 2
+        if not sockets:
+            p.print_usage(sys.stderr)
+            print(f"chaintui: give a QMP socket, name endpoints in {config_path()}, or try `chaintui --demo`",
+                  file=sys.stderr)
+            return 2
+    return _run_ui(sockets, args.demo, args.demo_qemu)
 
 
 if __name__ == "__main__":

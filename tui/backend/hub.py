@@ -115,6 +115,7 @@ class Hub:
         except ChainTuiError:
             del self.sessions[session.name]
             self.drives.pop(session.name, None)
+            await session.close()
             raise
         return session
 

@@ -21,6 +21,7 @@ from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
 from qemu.qmp.protocol import Runstate
 
 from .errors import ConnectFailed, NotConnected, QMPCommandError
+from .remote import SshTunnel, parse_ssh
 
 # qemu.qmp logs reader/writer failures (a QEMU that dies) at ERROR level.
 # Those become session states here; keep them away from stderr, where the
@@ -130,7 +131,14 @@ class QemuSession:
 
     def __init__(self, address: str, name: str | None = None, *, reconnect: bool = True) -> None:
         self.raw_address = address
-        self.address = parse_address(address)
+        self.tunnel: SshTunnel | None = None
+        target = parse_ssh(address)
+        if target is not None:
+            self.tunnel = SshTunnel(target)
+            self.address: str | tuple[str, int] = self.tunnel.local
+            name = name or f"{target.host}:{os.path.basename(target.path)}"
+        else:
+            self.address = parse_address(address)
         if name is None:
             if isinstance(self.address, str):
                 name = os.path.basename(self.address) or self.address
@@ -166,6 +174,8 @@ class QemuSession:
 
     @property
     def address_text(self) -> str:
+        if self.tunnel is not None:
+            return self.tunnel.target.text
         if isinstance(self.address, str):
             return self.address
         return f"{self.address[0]}:{self.address[1]}"
@@ -189,6 +199,8 @@ class QemuSession:
         await self._first_attempt
 
     async def _connect_once(self) -> QMPClient:
+        if self.tunnel is not None:
+            await self.tunnel.ensure()
         client = _Client(self.name)
         try:
             await asyncio.wait_for(client.connect(self.address), CONNECT_TIMEOUT)
@@ -207,8 +219,11 @@ class QemuSession:
                 client = await self._connect_once()
             except asyncio.CancelledError:
                 raise
-            except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
-                self.last_error = describe_connect_error(exc, self.address)
+            except (ConnectFailed, QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, ConnectFailed):  # the ssh tunnel could not be made
+                    self.last_error = str(exc)
+                else:
+                    self.last_error = describe_connect_error(exc, self.address_text if self.tunnel else self.address)
                 first = self._first_attempt
                 if first is not None and not first.done():
                     if not self.reconnect:
@@ -277,6 +292,8 @@ class QemuSession:
                 await sup
             except BaseException:  # noqa: BLE001
                 pass
+        if self.tunnel is not None:
+            await self.tunnel.stop()
         if self.state is not SessionState.CLOSED:
             self._set_state(SessionState.CLOSED)
 

@@ -1,0 +1,45 @@
+"""``~/.config/chaintui/config.toml``: named QMP endpoints opened by a bare ``chaintui``.
+
+    [[endpoint]]
+    name = "vm1"                       # optional: how the drives panel calls it
+    address = "/run/qemu/vm1.qmp"      # unix path, host:port, or ssh://[user@]host/path
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    name: str | None = None
+
+
+class ConfigError(Exception):
+    pass
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "chaintui" / "config.toml"
+
+
+def load_endpoints(path: Path | None = None) -> list[Endpoint]:
+    path = path or config_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    out = []
+    for i, entry in enumerate(data.get("endpoint", [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str) or not entry["address"].strip():
+            raise ConfigError(f"{path}: endpoint {i + 1} needs an address")
+        name = entry.get("name")
+        out.append(Endpoint(entry["address"].strip(), str(name) if name else None))
+    return out
