@@ -213,3 +213,46 @@ def test_qemu_error_notification(snap_compare, fixed_lab):
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(fixed_lab), terminal_size=(110, 32), run_before=before)
+
+
+def test_job_traffic_screen(snap_compare, fixed_lab):
+    async def before(pilot):
+        await ready(pilot)
+        hub = pilot.app.hub
+        s = next(iter(hub.sessions))
+        [job] = await hub.run_plan(ops.plan_stream(hub.drive(s, "drive0"), "B", 0, "stream-drive0-1"))
+        await hub.wait_job(s, job.id, lambda j: j.finished)
+        await pilot.pause(0.2)
+        for e in hub.log:  # QEMU's event timestamps: fixed for the picture
+            if isinstance(e.data, dict) and "timestamp" in e.data:
+                e.data = dict(e.data, timestamp={"seconds": 1795800000, "microseconds": 0})
+        await pilot.press("t")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(fixed_lab), terminal_size=(120, 30), run_before=before)
+
+
+def test_not_converging_card(snap_compare, fixed_lab):
+    async def before(pilot):
+        await ready(pilot)
+        hub = pilot.app.hub
+        s = next(iter(hub.sessions))
+        hub.poll_interval = 3600
+        d = hub.drive(s, "drive0")
+        target = str(Path(d.active.filename).with_name("D-mirror.qcow2"))
+        [job] = await hub.run_plan(ops.plan_mirror(d, target, "qcow2", "full", "256K", "mirror-drive0-1"))
+        await hub.wait_job(s, job.id, lambda j: j.status == "running")
+        await pilot.pause(0.2)
+        freeze(job, 48 * MiB, 64 * MiB, 256 * 1024, [4, 4, 4, 4, 4, 4], "running")
+        job.remaining_samples = deque(
+            [(float(t), 40 * MiB + t * 256 * 1024, 56 * MiB + t * 768 * 1024) for t in range(12)], maxlen=400
+        )
+        job.version += 1
+        import tui.backend.jobs as jm
+
+        jm.CONVERGENCE_WINDOW, old = 10.0, jm.CONVERGENCE_WINDOW
+        main(pilot.app).post_message(JobsUpdated())
+        main(pilot.app).query_one("#log").clear()
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(fixed_lab), terminal_size=(150, 34), run_before=before)

@@ -245,6 +245,14 @@ async def test_pause_resume_speed_cancel_dismiss(lab):
         await until(pilot, lambda: j.speed == 32 * 1024, what="halved twice")
         [info] = await app.hub.sessions[j.session].execute("query-block-jobs")
         assert info["speed"] == 32 * 1024
+        await press(pilot, "t")  # the job's raw QMP traffic
+        from tui.screens.traffic import TrafficScreen
+
+        traffic = await dialog(pilot, app, TrafficScreen)
+        assert any('"execute": "block-stream"' in line for line in traffic.lines)
+        assert any('"execute": "block-job-pause"' in line for line in traffic.lines)
+        assert any('"event": "JOB_STATUS_CHANGE"' in line and '"paused"' in line for line in traffic.lines)
+        await press(pilot, "escape")
         await press(pilot, "d")  # not finished: refused with a reason
         await press(pilot, "x")
         await dialog(pilot, app, ConfirmDialog)

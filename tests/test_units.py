@@ -118,3 +118,24 @@ def test_job_vanished_and_lost():
     assert t.on_lost("q")[0].state_text.startswith("unknown")
     t.on_poll("q", [], [], now=1)
     assert t.get("q", "s1").outcome == "ended"
+
+
+def test_convergence_from_samples():
+    from tui.backend.jobs import Job
+
+    j = Job(id="m", session="q", type="mirror")
+    # remaining grows: the guest dirties 3 MB/s, the copy makes 1 MB/s
+    for t in range(12):
+        j.remaining_samples.append((float(t), t * 1_000_000, 50_000_000 + t * 3_000_000))
+    c = j.convergence(window=10)
+    assert not c.converging and c.copy_rate == 1_000_000 and c.dirty_rate == 3_000_000
+    assert c.reason == "the guest dirties 2.9 MiB/s, the copy makes 976.6 KiB/s"
+    j.speed = 1_000_000
+    assert "speed limit 976.6 KiB/s holds the copy back" in j.convergence(window=10).reason
+    # shrinking: fine
+    k = Job(id="n", session="q", type="mirror")
+    for t in range(12):
+        k.remaining_samples.append((float(t), t * 4_000_000, 60_000_000 + t * 1_000_000))
+    assert k.convergence(window=10).converging
+    # too early to say
+    assert Job(id="o", session="q", type="mirror").convergence() is None

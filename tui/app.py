@@ -99,6 +99,8 @@ class ChainApp(App[int]):
                 self.notify(f"{job.id}: finishing (pivot)")
             elif command == "cancel":
                 self.notify(f"{job.id}: cancelling")
+            elif command == "write_blocking":
+                self.notify(f"{job.id}: copy mode write-blocking")
 
         self.run_worker(run(), exit_on_error=False, group="jobs")
 
@@ -154,6 +156,9 @@ class ChainApp(App[int]):
             "faster": "Double the highlighted job's speed limit",
             "slower": "Halve the highlighted job's speed limit",
             "dismiss": "Dismiss the highlighted finished job",
+            "unlimit": "Lift the highlighted job's speed limit",
+            "traffic": "Show the raw QMP traffic of the highlighted job",
+            "write_blocking": "Switch the highlighted mirror to copy-mode write-blocking (QEMU 8.2+)",
             "toggle_log": "Show or hide the event log",
             "refresh": "Re-read every chain from QEMU",
             "help": "Keys and what each operation does",

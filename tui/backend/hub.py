@@ -353,6 +353,7 @@ class Hub:
                     step.command, job.type
                 )
                 job.speed = int(step.arguments.get("speed", 0))
+                job.active_commit = step.command == "block-commit" and "top-node" not in step.arguments
                 job.launching = True
             try:
                 await self.execute(plan.session, step.command, step.arguments, drive=plan.drive)
@@ -454,6 +455,27 @@ class Hub:
         job.speed = int(speed)
         job._touch()
         self._emit(JobsChanged([job]))
+
+    async def write_blocking(self, session: str, job_id: str) -> None:
+        """Switch a mirror to copy-mode write-blocking (QEMU 8.2+: block-job-change)."""
+        job = self._live_job(session, job_id)
+        if job.type != "mirror":
+            raise ValidationError(f"Job {job_id} is a {job.type} job: only a mirror has a copy mode", "job")
+        try:
+            await self.execute(
+                session, "block-job-change", {"id": job_id, "type": "mirror", "copy-mode": "write-blocking"},
+                drive=job.drive,
+            )
+        except QMPCommandError as exc:
+            if exc.error_class == "CommandNotFound":
+                raise ValidationError(
+                    "This QEMU cannot switch a running mirror to write-blocking (block-job-change needs QEMU 8.2 "
+                    "or newer): raise or lift the speed limit, or cancel and start the mirror again with "
+                    "copy mode write-blocking",
+                    "job",
+                ) from None
+            raise
+        self.note(f"job {job_id}: copy mode write-blocking (guest writes now wait for the target)", session)
 
     async def finalize(self, session: str, job_id: str) -> None:
         await self.execute(session, "job-finalize", {"id": job_id})

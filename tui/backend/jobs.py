@@ -17,6 +17,7 @@ ACTIVE_STATES = frozenset({"created", "running", "paused", "ready", "standby", "
 ENDED_STATES = frozenset({"concluded", "null"})
 RATE_WINDOW = 3.0  # seconds of samples the rate is computed over
 HISTORY = 40  # rate samples kept for the sparkline
+CONVERGENCE_WINDOW = 10.0  # seconds without the remaining bytes shrinking before a job is "not converging"
 
 
 @dataclass
@@ -46,10 +47,13 @@ class Job:
     ended_at: float | None = None
     outcome: str | None = None  # how it ended, once it has
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+    # (time, remaining bytes = len - offset) for mirrors and active commits before ready
+    remaining_samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=400))
     rate_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     version: int = 0  # bumped on every change, for cheap redraw checks
     launching: bool = False  # the command that starts it is on its way to QEMU
     event_at: float = 0.0  # when the last event about it arrived
+    active_commit: bool = False  # a commit of the active image (goes ready)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -96,6 +100,47 @@ class Job:
         return max(0.0, (self.length - self.offset) / rate)
 
     @property
+    def needs_convergence(self) -> bool:
+        """Mirrors and active commits only get ready when copying outruns the guest's writes."""
+        return self.type == "mirror" or (self.type == "commit" and self.active_commit)
+
+    def convergence(self, window: float | None = None) -> Convergence | None:
+        """Trend of the remaining bytes over the last ``window`` seconds (None: too early to say)."""
+        window = CONVERGENCE_WINDOW if window is None else window
+        s = self.remaining_samples
+        if self.finished or self.ready or len(s) < 2:
+            return None
+        t_end, off_end, len_end = s[-1]
+        start = None
+        for t, off, ln in s:
+            if t_end - t <= window:
+                start = (t, off, ln)
+                break
+        if start is None:
+            return None
+        t0, off0, len0 = start
+        span = t_end - t0
+        if span < window * 0.8:
+            return None
+        copy = (off_end - off0) / span
+        dirty = (len_end - len0) / span
+        rem0, rem1 = len0 - off0, len_end - off_end
+        trend = (rem1 - rem0) / span
+        # not shrinking, or all copied once for the whole window and still not ready
+        # (QEMU 7.2 does not always add the newly dirtied bytes to len)
+        stuck = not self.paused and ((rem1 > 0 and rem1 >= rem0) or (rem1 == 0 and rem0 == 0))
+        reason = ""
+        if stuck:
+            if self.speed and (copy >= self.speed * 0.8 or rem1 == 0):
+                reason = f"the speed limit {_size(self.speed)}/s holds the copy back while the guest keeps writing"
+            elif dirty > 0:
+                reason = f"the guest dirties {_size(dirty)}/s, the copy makes {_size(copy)}/s"
+            else:
+                reason = "the guest keeps writing faster than the copy catches up"
+        return Convergence(copy_rate=copy, dirty_rate=dirty, trend=trend, remaining=rem1, converging=not stuck,
+                           reason=reason)
+
+    @property
     def state_text(self) -> str:
         if self.outcome is not None:
             return self.outcome
@@ -109,6 +154,22 @@ class Job:
 
     def _touch(self) -> None:
         self.version += 1
+
+
+@dataclass(frozen=True)
+class Convergence:
+    copy_rate: float  # bytes/s the job copied
+    dirty_rate: float  # bytes/s the guest added to what must be copied
+    trend: float  # bytes/s the remaining amount changes (negative: shrinking)
+    remaining: int
+    converging: bool
+    reason: str
+
+
+def _size(n: float) -> str:
+    from .ops import human_size
+
+    return human_size(n)
 
 
 class JobTracker:
@@ -248,6 +309,8 @@ class JobTracker:
             last = job.samples[-1] if job.samples else None
             if last is None or last[1] != job.offset or now - last[0] > 0.5:
                 job.samples.append((now, job.offset))
+            if job.needs_convergence and not job.ready and job.outcome is None:
+                job.remaining_samples.append((now, job.offset, job.length))
             if job.active:
                 job.rate_history.append(job.rate)
             after = (job.offset, job.length, job.status, job.speed, job.paused, job.io_status, job.ready)

@@ -27,7 +27,10 @@ bottom: the base (no backing file) first, the active image last.
 | `x` | **cancel** the highlighted job |
 | `p` | pause / resume the highlighted job |
 | `+` / `-` | double / halve the job's speed limit |
+| `u` | lift the job's speed limit |
+| `w` | switch a mirror to copy-mode write-blocking (QEMU 8.2+), so it converges under heavy writes |
 | `d` | dismiss a finished job |
+| `t` | the raw QMP traffic of the job: commands sent, events received |
 | `l` | show / hide the event log |
 | `r` | re-read every chain |
 | `ctrl+p` | command palette: every action by name |
@@ -57,6 +60,12 @@ guest writes keep both in sync. The job goes *ready*; then `f` pivots the drive
 to the target, or `x` cancels and keeps the source, with the target a
 consistent copy of the moment of the cancel. A raw target has no backing file:
 use sync *full*. Converting to raw supports thin provisioning properly.
+
+A mirror or active commit only gets ready when copying outruns the guest's
+writes. Its card shows how the remaining bytes move and how fast the guest dirties
+data; when the remaining bytes have not shrunk for 10 seconds the card says
+**not converging** and why: raise (`+`) or lift (`u`) the speed limit, or switch
+to write-blocking (`w`; on older QEMU choose it in the mirror dialog at start).
 
 **Live copy**: a snapshot into the destination (`blockdev-snapshot-sync`), then
 a stream into it, so it stands alone: the drive continues on the copy and the

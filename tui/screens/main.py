@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..app import ChainApp
 
 DRIVE_ACTIONS = {"stream", "commit", "mirror", "copy", "snapshot"}
-JOB_ACTIONS = {"finish", "cancel_job", "pause", "faster", "slower", "dismiss"}
+JOB_ACTIONS = {"finish", "cancel_job", "pause", "faster", "slower", "dismiss", "unlimit", "write_blocking", "traffic"}
 
 
 class MainScreen(Screen[None]):
@@ -39,6 +39,9 @@ class MainScreen(Screen[None]):
         Binding("p", "pause", "Pause/resume"),
         Binding("plus", "faster", "Speed ×2", key_display="+"),
         Binding("minus", "slower", "Speed ÷2", key_display="-"),
+        Binding("u", "unlimit", "No limit", show=False),
+        Binding("w", "write_blocking", "Write-blocking", show=False),
+        Binding("t", "traffic", "QMP traffic", show=False),
         Binding("d", "dismiss", "Dismiss"),
         Binding("l", "toggle_log", "Log", show=False),
         Binding("r", "refresh", "Refresh", show=False),
@@ -276,16 +279,24 @@ class MainScreen(Screen[None]):
             value="absolute-paths",
             allow_blank=False,
         )
+        copy_mode: Select[str] = Select(
+            [("background: converges if copying outruns the guest", "background"),
+             ("write-blocking: guest writes wait for the target, always converges", "write-blocking")],
+            value="background",
+            allow_blank=False,
+        )
         fields = self._target_fields(drive, "mirror", ["qcow2", "raw"]) + [
             ("sync", "Sync", sync),
             ("mode", "Target file", mode),
+            ("copy_mode", "Copy mode", copy_mode),
             ("speed", "Speed limit", self._speed_input()),
         ]
         self._open(
             PlanDialog(
                 f"Mirror (live migration) of {drive.name}",
                 lambda v: ops.plan_mirror(
-                    drive, v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths"
+                    drive, v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
+                    copy_mode=None if v["copy_mode"] in (None, "background") else v["copy_mode"],
                 ),
                 fields,
                 intro="The job goes [b]ready[/b] when the copy has caught up: then [b]f[/b] pivots to the "
@@ -409,6 +420,29 @@ class MainScreen(Screen[None]):
             return
         base = job.speed or int(job.rate) or 64 << 20
         self.chain_app.job_command("set_speed", job, max(4096, base // 2))
+
+    def action_unlimit(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        if job.speed == 0:
+            self.notify(f"{job.id} has no speed limit already", severity="information")
+            return
+        self.chain_app.job_command("set_speed", job, 0)
+
+    def action_write_blocking(self) -> None:
+        job = self._job_or_say()
+        if job is not None:
+            self.chain_app.job_command("write_blocking", job)
+
+    def action_traffic(self) -> None:
+        job = self._job_or_say()
+        if job is None:
+            return
+        from .traffic import TrafficScreen, job_traffic
+
+        lines = job_traffic(self.chain_app.hub.log, job.session, job.id, self.chain_app.clock)
+        self.app.push_screen(TrafficScreen(f"QMP traffic of {job.id} on {job.session} — escape closes", lines))
 
     def action_dismiss(self) -> None:
         job = self._job_or_say()

@@ -52,6 +52,8 @@ class JobCard(Widget):
         self.set_class(job.finished, "-finished")
         self.set_class(job.status == "unknown", "-unknown")
         self.set_class(job.user_paused and not job.finished, "-paused")
+        conv = job.convergence() if job.needs_convergence else None
+        self.set_class(conv is not None and not conv.converging, "-stuck")
 
     def update_job(self, job: Job) -> None:
         self.job = job
@@ -86,6 +88,9 @@ class JobCard(Widget):
             ev = job.last_error_event
             cause = IO_STATUS.get(job.io_status, "")
             first.append(f"  I/O error on {ev.get('operation')}{cause} → {ev.get('action')}", "red")
+        conv = job.convergence() if job.needs_convergence else None
+        if conv is not None and not conv.converging:
+            first.append(f"  ⚠ not converging: {conv.reason} (+/u: raise/lift limit, w: write-blocking)", "bold yellow")
         if job.target:
             first.append(f"  → {job.target}", "dim")
         if not job.started_by_us:
@@ -103,7 +108,14 @@ class JobCard(Widget):
         elif not job.finished:
             second.append(f"  {human_size(job.rate)}/s ", "")
             second.append(sparkline(list(job.rate_history), 12), "cyan")
-            second.append(f"  ETA {human_duration(job.eta)}", "dim")
+            stuck = conv is not None and not conv.converging
+            second.append(f"  ETA {'never at this pace' if stuck else human_duration(job.eta)}", "dim")
+            if conv is not None:
+                arrow = "▲" if conv.trend > 0 else ("▼" if conv.trend < 0 else "=")
+                text = f"  left {arrow} {human_size(abs(conv.trend))}/s"
+                if conv.dirty_rate > 0:
+                    text += f", guest {human_size(conv.dirty_rate)}/s"
+                second.append(text, "yellow" if not conv.converging else "dim")
         second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
         width = max(10, self.content_region.width or self.size.width or 80)
         first.truncate(width, overflow="ellipsis")
