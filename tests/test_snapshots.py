@@ -9,6 +9,7 @@ Update with `make snapshots` and look at the SVGs before committing them.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections import deque
 from pathlib import Path
 
@@ -256,3 +257,67 @@ def test_not_converging_card(snap_compare, fixed_lab):
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(fixed_lab), terminal_size=(150, 34), run_before=before)
+
+
+def test_mirror_dialog_completion(snap_compare, fixed_lab):
+    async def before(pilot):
+        await ready(pilot)
+        (fixed_lab.dir / "disks").mkdir()
+        (fixed_lab.dir / "dist").mkdir()
+        await pilot.press("m")
+        await pilot.pause(0.2)
+        field = pilot.app.screen.query_one("#field-target")
+        field.value = f"{fixed_lab.dir}/d"
+        field.cursor_position = len(field.value)
+        await pilot.press("tab")
+        await pilot.pause(0.2)
+
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 46), run_before=before)
+
+
+def test_target_picker(snap_compare, fixed_lab):
+    async def before(pilot):
+        await ready(pilot)
+        (fixed_lab.dir / "archive").mkdir()
+        await pilot.press("m")
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+o")
+        await pilot.pause(0.5)
+
+    assert snap_compare(make_app(fixed_lab), terminal_size=(100, 30), run_before=before)
+
+
+def test_mirror_dialog_existing_image_refused(snap_compare, fixed_lab):
+    async def before(pilot):
+        await ready(pilot)
+        small = fixed_lab.dir / "small.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(small), str(32 * MiB)], check=True)
+        await pilot.press("m")
+        await pilot.pause(0.2)
+        dlg = pilot.app.screen
+        dlg.query_one("#field-mode").value = "existing"
+        dlg.query_one("#field-target").value = str(small)
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 46), run_before=before)
+
+
+def test_mirror_dialog_tight_space(snap_compare, fixed_lab):
+    mnt = fixed_lab.dir / "small-fs"
+    mnt.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mnt)], check=True)
+    try:
+        paths = fixed_lab.make_chain(2, 64 * MiB, absolute=True, chunk=int(4.5 * MiB))
+        q = fixed_lab.start(paths[-1], named_nodes=True)
+        app = ChainApp([str(q.qmp)], hub=Hub(poll_interval=0.05), clock=FIXED_CLOCK)
+
+        async def before(pilot):
+            await ready(pilot)
+            await pilot.press("m")
+            await pilot.pause(0.2)
+            pilot.app.screen.query_one("#field-target").value = str(mnt / "B-mirror.qcow2")
+            await pilot.pause(0.3)
+
+        assert snap_compare(app, terminal_size=(110, 46), run_before=before)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

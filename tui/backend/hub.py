@@ -299,6 +299,19 @@ class Hub:
         names |= {t.node_name for t in self.targets.get(session, [])}
         return names
 
+    def files_in_use(self, except_drive: Drive | None = None) -> dict[str, str]:
+        """Real paths of every image every open drive uses (but ``except_drive``'s), and by whom."""
+        import os
+
+        out: dict[str, str] = {}
+        for d in self.all_drives():
+            if except_drive is not None and d.key == except_drive.key:
+                continue
+            for img in d.images:
+                if not img.filename.startswith("json:"):
+                    out[os.path.realpath(img.filename)] = f"{d.name} on {d.session} ({img.label})"
+        return out
+
     def new_job_id(self, kind: str, drive: Drive) -> str:
         return make_id(kind, drive.name, self.taken_ids(drive.session))
 

@@ -172,7 +172,9 @@ def _raw_note(drive: Drive, fmt: str | None = None) -> list[str]:
     return notes
 
 
-def resolve_target(path: str, drive: Drive | None = None, *, existing: bool = False) -> str:
+def resolve_target(
+    path: str, drive: Drive | None = None, *, existing: bool = False, in_use: dict[str, str] | None = None
+) -> str:
     """Check a target path before QEMU sees it; returns the absolute path."""
     if path is None or not str(path).strip():
         raise ValidationError("Target path is empty", "target")
@@ -199,6 +201,9 @@ def resolve_target(path: str, drive: Drive | None = None, *, existing: bool = Fa
             if os.path.realpath(img.filename) == real:
                 what = "the active image" if img is drive.active else "an image of its backing chain"
                 raise ValidationError(f"Target {full} is {what} ({img.label}); pick a new file", "target")
+        for other, who in (in_use or {}).items():
+            if other == real:
+                raise ValidationError(f"Target {full} is in use by {who}; pick a new file", "target")
     if existing:
         if not os.path.isfile(full):
             raise ValidationError(f"Target {full} does not exist (\"reuse existing\" needs an existing image)", "target")
@@ -210,6 +215,58 @@ def resolve_target(path: str, drive: Drive | None = None, *, existing: bool = Fa
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ValidationError(f"Target directory {directory} is not writable", "target")
     return full
+
+
+IMAGE_SUFFIXES = (".qcow2", ".qcow", ".raw", ".img", ".qed", ".vmdk", ".vdi", ".vhd", ".vhdx", ".iso")
+TIGHT = 0.9  # a job that would use more than this share of the free space gets a warning
+
+
+def bytes_to_write(drive: Drive, sync: str, fmt: str) -> int:
+    """What a mirror or copy will write at most: a raw target gets the full virtual size,
+    ``sync: full`` the allocated data of the whole chain, ``sync: top`` the active image's."""
+    if fmt == "raw":
+        return drive.active.virtual_size
+    images = drive.images if sync == "full" else [drive.active]
+    return sum(img.actual_size or img.virtual_size for img in images)
+
+
+def check_space(full: str, needed: int) -> str | None:
+    """ValidationError when the target's file system cannot hold ``needed`` bytes; a warning when tight."""
+    try:
+        st = os.statvfs(os.path.dirname(full))
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise ValidationError(
+            f"Not enough space in {os.path.dirname(full)}: the job writes up to {human_size(needed)}, "
+            f"{human_size(free)} is free",
+            "target",
+        )
+    if needed > free * TIGHT:
+        return (f"Tight on space: the job writes up to {human_size(needed)} of the {human_size(free)} free in "
+                f"{os.path.dirname(full)}; guest writes during the job need more")
+    return None
+
+
+def inspect_existing(full: str, fmt: str, drive: Drive) -> None:
+    """``mode: existing``: the image must be of the chosen format and the drive's virtual size."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(["qemu-img", "info", "-U", "--output=json", full], capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["unreadable"])[-1]
+        raise ValidationError(f"Target {full} is not a disk image QEMU can open: {why}", "target")
+    info = json.loads(proc.stdout)
+    if info.get("format") != fmt:
+        raise ValidationError(f"Target {full} is {info.get('format')}, not {fmt}: choose format {info.get('format')} "
+                              "or another image", "target")
+    size = int(info.get("virtual-size", 0))
+    if size != drive.active.virtual_size:
+        raise ValidationError(
+            f"Target {full} is {human_size(size)}, the drive is {human_size(drive.active.virtual_size)}: "
+            "a reused image must have the same virtual size", "target")
 
 
 def _format(fmt: str | None, allowed: tuple[str, ...] = FORMATS) -> str:
@@ -333,6 +390,7 @@ def plan_mirror(
     mode: str = "absolute-paths",
     copy_mode: str | None = None,
     on_target_error: str | None = None,
+    in_use: dict[str, str] | None = None,
 ) -> Plan:
     """Live migration: mirror the drive to ``target``; ready, then complete or cancel."""
     fmt = _format(fmt)
@@ -342,9 +400,15 @@ def plan_mirror(
     if mode not in MIRROR_MODES:
         raise ValidationError(f"Unknown mode {mode!r}: choose absolute-paths or existing", "mode")
     rate = parse_speed(speed)
-    full = resolve_target(target, drive, existing=(mode == "existing"))
+    full = resolve_target(target, drive, existing=(mode == "existing"), in_use=in_use)
     _check_busy(drive, [drive.active])
     _check_users(drive.active)
+    space_note = None
+    needed = bytes_to_write(drive, sync, fmt)
+    if mode == "existing":
+        inspect_existing(full, fmt, drive)
+    else:
+        space_note = check_space(full, needed)
     if sync == "top" and fmt == "raw" and len(drive.images) > 1:
         raise ValidationError(
             "A raw target cannot have a backing file: use sync full for raw, or qcow2 for sync top", "format"
@@ -379,21 +443,23 @@ def plan_mirror(
         before=drive.notation(),
         after=after + "   (after finish; cancel keeps " + drive.active.label + ")",
         moves=[
-            what,
+            what + f" It writes up to {human_size(needed)}" + (" (the full virtual size: raw)." if fmt == "raw" else "."),
             "The job goes ready once the copy has caught up; guest writes keep both in sync.",
             f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
             "leaves the target a consistent copy.",
         ],
         steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id)],
-        warnings=_raw_note(drive, fmt),
+        warnings=_raw_note(drive, fmt) + ([space_note] if space_note else []),
         target=full,
     )
 
 
-def plan_snapshot(drive: Drive, target: str, node_name: str, fmt: str = "qcow2") -> Plan:
+def plan_snapshot(
+    drive: Drive, target: str, node_name: str, fmt: str = "qcow2", in_use: dict[str, str] | None = None
+) -> Plan:
     """External snapshot: a new empty overlay becomes the active image."""
     fmt = _format(fmt, ("qcow2",))
-    full = resolve_target(target, drive)
+    full = resolve_target(target, drive, in_use=in_use)
     _check_busy(drive, [drive.active])
     _check_users(drive.active)
     args = _snapshot_args(drive, full, node_name, fmt)
@@ -431,11 +497,12 @@ def plan_copy(
     speed: str | int | None,
     job_id: str,
     node_name: str,
+    in_use: dict[str, str] | None = None,
 ) -> Plan:
     """Live copy: snapshot into the destination then stream into it, or a full mirror."""
     method = (method or "").strip().lower()
     if method in ("mirror", "full-mirror", "full mirror"):
-        plan = plan_mirror(drive, target, fmt, "full", speed, job_id)
+        plan = plan_mirror(drive, target, fmt, "full", speed, job_id, in_use=in_use)
         plan.kind = "copy"
         plan.title = f"Copy {drive.name} to {os.path.basename(plan.target or target)} (full mirror)"
         return plan
@@ -443,9 +510,10 @@ def plan_copy(
         raise ValidationError(f"Unknown copy method {method!r}: choose stream or mirror", "method")
     fmt = _format(fmt, ("qcow2",)) if fmt else "qcow2"
     rate = parse_speed(speed)
-    full = resolve_target(target, drive)
+    full = resolve_target(target, drive, in_use=in_use)
     _check_busy(drive, drive.images)
     _check_users(drive.active)
+    space_note = check_space(full, bytes_to_write(drive, "full", fmt))
     label = os.path.basename(full)
     snap = _snapshot_args(drive, full, node_name, fmt)
     stream: dict[str, Any] = {"job-id": job_id, "device": drive.device if drive.has_device else node_name}
@@ -466,7 +534,7 @@ def plan_copy(
             Step("blockdev-snapshot-sync", snap, "step 1: snapshot into the destination"),
             Step("block-stream", stream, "step 2: stream the chain into it", starts_job=job_id),
         ],
-        warnings=_raw_note(drive),
+        warnings=_raw_note(drive) + ([space_note] if space_note else []),
         target=full,
     )
 

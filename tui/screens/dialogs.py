@@ -9,6 +9,7 @@ with the plan (``enter``) or ``None`` (``escape``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from ..backend.errors import ValidationError
 from ..backend.ops import Plan
+from ..widgets.path_input import PathInput
+from .picker import PickerScreen
 
 FieldSpec = tuple[str, str, Widget]  # name, label, widget
 
@@ -47,6 +50,7 @@ class PlanDialog(ModalScreen[Plan | None]):
     BINDINGS = [
         Binding("escape", "close", "Close"),
         Binding("ctrl+s", "confirm", "Start"),
+        Binding("ctrl+o", "browse", "Browse"),
     ]
     AUTO_FOCUS = None
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
@@ -80,6 +84,8 @@ class PlanDialog(ModalScreen[Plan | None]):
                     yield Label(label, classes="field-label")
                     widget.id = f"field-{name}"
                     yield widget
+                if isinstance(widget, PathInput):
+                    yield Static("", id=f"resolved-{name}", classes="resolved")
                 yield Static("", id=f"error-{name}", classes="field-error")
             with VerticalScroll(id="preview-box"):
                 yield Static("", id="preview")
@@ -88,12 +94,50 @@ class PlanDialog(ModalScreen[Plan | None]):
             with Horizontal(id="buttons"):
                 yield Button(self.confirm_label, variant="primary", id="confirm")
                 yield Button("Close", id="cancel")
-            yield Static("[b]enter[/b] start · [b]escape[/b] close without doing anything", classes="hint")
+            browse = " · [b]tab[/b] completes · [b]ctrl+o[/b] browse" if self._has_path() else ""
+            yield Static(f"[b]enter[/b] start{browse} · [b]escape[/b] close without doing anything", classes="hint")
 
     def on_mount(self) -> None:
         self.revalidate()
         if self.focus_field:
             self.query_one(f"#field-{self.focus_field}").focus()
+
+    def _has_path(self) -> bool:
+        return any(isinstance(w, PathInput) for _, _, w in self.fields)
+
+    def _show_resolved(self, candidates: list[str] | None = None) -> None:
+        for name, _, widget in self.fields:
+            if isinstance(widget, PathInput):
+                value = widget.value.strip()
+                text = f"→ {escape(os.path.abspath(os.path.expanduser(value)))}" if value else ""
+                if candidates:
+                    text += "\n[dim]" + escape("  ".join(candidates[:12])) + (" …" if len(candidates) > 12 else "") + "[/dim]"
+                self.query_one(f"#resolved-{name}", Static).update(text)
+
+    def on_path_input_candidates(self, event: PathInput.Candidates) -> None:
+        event.stop()
+        self._show_resolved(event.candidates)
+
+    def action_browse(self) -> None:
+        target = next(((n, w) for n, _, w in self.fields if isinstance(w, PathInput)), None)
+        if target is None:
+            return
+        name, widget = target
+
+        def picked(path: str | None) -> None:
+            if not path:
+                return
+            if path.endswith(os.sep):  # a directory: keep the file name
+                widget.value = os.path.join(path, os.path.basename(widget.value.strip()) or "disk.qcow2")
+            else:
+                widget.value = path
+                modes = [w for n, _, w in self.fields if n == "mode"]
+                if modes and os.path.exists(path):
+                    modes[0].value = "existing"  # an existing image: reuse it (it is inspected first)
+            widget.focus()
+            self.revalidate()
+
+        self.app.push_screen(PickerScreen(widget.value.strip()), picked)
 
     def values(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -103,6 +147,8 @@ class PlanDialog(ModalScreen[Plan | None]):
         return out
 
     def revalidate(self) -> Plan | None:
+        if self._has_path():
+            self._show_resolved()
         for name, _, _ in self.fields:
             self.query_one(f"#error-{name}", Static).update("")
             self.query_one(f"#error-{name}", Static).remove_class("-shown")

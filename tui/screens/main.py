@@ -17,6 +17,7 @@ from ..backend.chain import Drive
 from ..backend.jobs import Job
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
+from ..widgets.path_input import PathInput
 from .dialogs import ConfirmDialog, PlanDialog
 from .help import HelpScreen
 
@@ -264,8 +265,15 @@ class MainScreen(Screen[None]):
         )
 
     def _target_fields(self, drive: Drive, suffix: str, formats: list[str]) -> list:  # type: ignore[type-arg]
-        target = Input(value=ops.suggest_target(drive, suffix), placeholder="/path/to/new-image.qcow2")
-        fmt: Select[str] = Select([(f, f) for f in formats], value=formats[0], allow_blank=False)
+        # the default format follows the source: a raw disk stays raw
+        default = drive.active.format if drive.active.format in formats else formats[0]
+        ext = "raw" if default == "raw" else "qcow2"
+        target = PathInput(value=ops.suggest_target(drive, suffix, ext), placeholder="/path/to/new-image.qcow2")
+        labels = {
+            "qcow2": "qcow2: thin, can have a backing file",
+            "raw": "raw: no backing file, thin only where the file system supports it",
+        }
+        fmt: Select[str] = Select([(labels.get(f, f), f) for f in formats], value=default, allow_blank=False)
         return [("target", "Target", target), ("format", "Format", fmt)]
 
     def action_mirror(self) -> None:
@@ -273,6 +281,7 @@ class MainScreen(Screen[None]):
         if drive is None:
             return
         job_id = self.chain_app.hub.new_job_id("mirror", drive)
+        in_use = self.chain_app.hub.files_in_use(except_drive=drive)
         sync: Select[str] = Select([("full: the whole chain", "full"), ("top: the active image only", "top")], value="full", allow_blank=False)
         mode: Select[str] = Select(
             [("create a new file", "absolute-paths"), ("reuse an existing image", "existing")],
@@ -297,6 +306,7 @@ class MainScreen(Screen[None]):
                 lambda v: ops.plan_mirror(
                     drive, v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
                     copy_mode=None if v["copy_mode"] in (None, "background") else v["copy_mode"],
+                    in_use=in_use,
                 ),
                 fields,
                 intro="The job goes [b]ready[/b] when the copy has caught up: then [b]f[/b] pivots to the "
@@ -310,6 +320,7 @@ class MainScreen(Screen[None]):
             return
         hub = self.chain_app.hub
         job_id = hub.new_job_id("copy", drive)
+        in_use = hub.files_in_use(except_drive=drive)
         method: Select[str] = Select(
             [("snapshot + stream (drive moves to the copy)", "stream"), ("full mirror (raw allowed)", "mirror")],
             value="stream",
@@ -323,7 +334,7 @@ class MainScreen(Screen[None]):
                 f"Live copy of {drive.name}",
                 lambda v: ops.plan_copy(
                     drive, v["target"], v["method"], v["format"], v["speed"], job_id,
-                    hub.new_node_name(v["target"] or "copy", drive),
+                    hub.new_node_name(v["target"] or "copy", drive), in_use=in_use,
                 ),
                 fields,
                 intro="Snapshot + stream: the destination becomes the active image and then stands alone. "
@@ -336,11 +347,14 @@ class MainScreen(Screen[None]):
         if drive is None:
             return
         hub = self.chain_app.hub
-        target = Input(value=ops.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
+        target = PathInput(value=ops.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
+        in_use = hub.files_in_use(except_drive=drive)
         self._open(
             PlanDialog(
                 f"External snapshot of {drive.name}",
-                lambda v: ops.plan_snapshot(drive, v["target"], hub.new_node_name(v["target"] or "snap", drive)),
+                lambda v: ops.plan_snapshot(
+                    drive, v["target"], hub.new_node_name(v["target"] or "snap", drive), in_use=in_use
+                ),
                 [("target", "New image", target)],
                 intro="A new, empty qcow2 image becomes the active image.",
                 confirm_label="Snapshot",

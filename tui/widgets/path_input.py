@@ -1,0 +1,62 @@
+"""A target path field: `tab` completes directories and disk images, as a shell does."""
+
+from __future__ import annotations
+
+import os
+
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Input
+
+from ..backend.ops import IMAGE_SUFFIXES
+
+
+def completions(text: str) -> tuple[str, list[str]]:
+    """(completed text, candidates) for a partial path: directories and disk images only."""
+    expanded = os.path.expanduser(text) if text.startswith("~") else text
+    directory, prefix = os.path.split(expanded)
+    base = directory or "."
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return text, []
+    matches = []
+    for name in names:
+        if not name.startswith(prefix) or (name.startswith(".") and not prefix.startswith(".")):
+            continue
+        full = os.path.join(base, name)
+        if os.path.isdir(full):
+            matches.append(name + "/")
+        elif name.lower().endswith(IMAGE_SUFFIXES):
+            matches.append(name)
+    if not matches:
+        return text, []
+    common = os.path.commonprefix(matches)
+    completed = os.path.join(directory, common) if directory else common
+    if text.startswith("~"):
+        home = os.path.expanduser("~")
+        if completed.startswith(home):
+            completed = "~" + completed[len(home):]
+    return completed, matches
+
+
+class PathInput(Input):
+    """Input whose `tab` completes paths; with nothing to complete, `tab` moves on."""
+
+    BINDINGS = [Binding("tab", "complete", "Complete path", show=False, priority=True)]
+
+    class Candidates(Message):
+        def __init__(self, path_input: PathInput, candidates: list[str]) -> None:
+            super().__init__()
+            self.path_input = path_input
+            self.candidates = candidates
+
+    def action_complete(self) -> None:
+        completed, matches = completions(self.value)
+        if not matches or (completed == self.value and len(matches) == 1):
+            self.screen.focus_next()
+            return
+        if completed != self.value:
+            self.value = completed
+            self.cursor_position = len(completed)
+        self.post_message(self.Candidates(self, matches if len(matches) > 1 else []))
