@@ -365,8 +365,11 @@ async def test_chain_depth(lab, hub: Hub, n):
     paths = lab.make_chain(n, 16 * MiB, data=(n < 20))
     q = lab.start(paths[-1])
     s = (await connect(hub, q)).name
+    # a big graph is first sketched from its structure, then the details follow
+    await wait_for(lambda: not any(i.partial for i in hub.drive(s, "drive0").images), what="details")
     d = hub.drive(s, "drive0")
     assert len(d.images) == n
+    assert hub.node_info[s].sketched == (n == 200)
     # a big graph's per-node details are not re-read on every refresh (QEMU's answer is slow)
     asked = hub.node_info[s].queries
     await hub.refresh(s)

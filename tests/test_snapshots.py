@@ -151,7 +151,9 @@ def test_mirror_dialog_invalid_target(snap_compare, fixed_lab):
         (fixed_lab.dir / "taken.qcow2").write_bytes(b"x")
         await pilot.press("m")
         await pilot.pause(0.2)
-        pilot.app.screen.query_one("#field-target").value = str(fixed_lab.dir / "taken.qcow2")
+        dlg = pilot.app.screen
+        dlg.query_one("#field-target").value = str(fixed_lab.dir / "taken.qcow2")
+        await until(pilot, lambda: "already exists" in str(dlg.query_one("#error-target").render()), what="refusal")
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(fixed_lab), terminal_size=(110, 44), run_before=before)
@@ -296,8 +298,10 @@ def test_mirror_dialog_existing_image_refused(snap_compare, fixed_lab):
         await pilot.pause(0.2)
         dlg = pilot.app.screen
         dlg.query_one("#field-mode").value = "existing"
+        await pilot.pause(0.1)
         dlg.query_one("#field-target").value = str(small)
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "32.0 MiB" in str(dlg.query_one("#error-target").render()), what="refusal")
+        await pilot.pause(0.2)
 
     assert snap_compare(make_app(fixed_lab), terminal_size=(110, 46), run_before=before)
 
@@ -315,8 +319,10 @@ def test_mirror_dialog_tight_space(snap_compare, fixed_lab):
             await ready(pilot)
             await pilot.press("m")
             await pilot.pause(0.2)
-            pilot.app.screen.query_one("#field-target").value = str(mnt / "B-mirror.qcow2")
-            await pilot.pause(0.3)
+            dlg = pilot.app.screen
+            dlg.query_one("#field-target").value = str(mnt / "B-mirror.qcow2")
+            await until(pilot, lambda: "Tight on space" in str(dlg.query_one("#preview").render()), what="warning")
+            await pilot.pause(0.2)
 
         assert snap_compare(app, terminal_size=(110, 46), run_before=before)
     finally:

@@ -60,6 +60,8 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
                 print(f"chaintui: {exc}", file=sys.stderr)
                 return 1
             drives = await hub.refresh(session.name)
+            while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
+                drives = await hub.refresh(session.name)
             await hub.poll(session.name)
             jobs = [j for j in hub.tracker.for_session(session.name)]
             if as_json:

@@ -39,6 +39,7 @@ class Image:
     read_only: bool
     job: str | None = None  # id of the job that holds this node, if any
     users: tuple[str, ...] = ()  # other images that use this one as backing file (outside this chain)
+    partial: bool = False  # only the structure is known yet; details are being read
 
     @property
     def label(self) -> str:
@@ -216,6 +217,7 @@ def build_drives(
                     backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
                     read_only=bool(entry.get("ro", False)),
                     job=held_by.get(cur),
+                    partial=name not in info,
                     users=tuple(
                         _label(info, nodes[p]["name"])
                         for role, p in parents[cur]
@@ -297,6 +299,18 @@ class NodeInfoCache:
         self.entries: dict[str, dict[str, Any]] = {}
         self.at = float("-inf")
         self.queries = 0
+        self.sketched = False  # a first picture from the structure alone was given
+
+    def sketch_first(self, names: set[str], graph: dict[str, Any]) -> bool:
+        """For a big graph seen for the first time, draw the structure at once and read
+        the details afterwards.  Only without jobs: filter nodes cannot be told apart
+        from images without their driver names."""
+        if self.sketched or self.entries or len(names) <= BIG_GRAPH:
+            return False
+        if any(n.get("type") == "block-job" for n in graph.get("nodes", [])):
+            return False
+        self.sketched = True
+        return True
 
     async def get(self, session: Any, names: set[str], now: float) -> list[dict[str, Any]]:
         if len(names) <= BIG_GRAPH or not names <= self.entries.keys() or now - self.at > NODE_INFO_MAX_AGE:
@@ -308,8 +322,14 @@ class NodeInfoCache:
         return [self.entries[n] for n in names]
 
 
-async def query_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple[list[Drive], list[JobTarget]]:
-    """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives."""
+async def query_drives(
+    session: Any, cache: NodeInfoCache | None = None
+) -> tuple[list[Drive], list[JobTarget]]:
+    """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
+
+    With a cache, a big graph seen for the first time comes back as a sketch (images
+    with ``partial`` set); ask again for the details.
+    """
     import time
 
     graph = await session.execute("x-debug-query-block-graph")
@@ -317,7 +337,7 @@ async def query_drives(session: Any, cache: NodeInfoCache | None = None) -> tupl
         named = await session.execute("query-named-block-nodes", {"flat": True})
     else:
         names = {n["name"] for n in graph.get("nodes", []) if n.get("type") == "block-driver" and n.get("name")}
-        named = await cache.get(session, names, time.monotonic())
+        named = [] if cache.sketch_first(names, graph) else await cache.get(session, names, time.monotonic())
     block = await session.execute("query-block")
     try:
         exports = await session.execute("query-block-exports")

@@ -220,6 +220,8 @@ class Hub:
         self._emit(DrivesChanged(session))
         if changed:
             self._emit(JobsChanged(changed))
+        if any(img.partial for d in drives for img in d.images):
+            self.schedule_refresh(session)  # a sketch: now the details
         return drives
 
     async def refresh_all(self) -> None:

@@ -224,6 +224,8 @@ class ChainGraph(ScrollView, can_focus=True):
         if row == 1:
             used = human_size(img.actual_size) if img.actual_size is not None else "?"
             parts = f" {img.format} · {human_size(img.virtual_size)} · {used} used · node {img.node_name}"
+            if img.partial:
+                parts = f" node {img.node_name} · reading details from QEMU…"
             if img.read_only and not is_active:
                 parts += " · ro"
             body = _fit(parts, inner).ljust(inner)
