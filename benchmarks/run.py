@@ -16,6 +16,7 @@ import asyncio
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -364,6 +365,11 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=None)
     p.add_argument("--only", default="", help="comma list of: overhead,latency,many,chains,startup")
     args = p.parse_args()
+
+    def _term(signum, frame):  # type: ignore[no-untyped-def]
+        raise SystemExit(128 + signum)  # so the lab's `with` removes its QEMUs and files
+
+    signal.signal(signal.SIGTERM, _term)
     repeat = args.repeat or (1 if args.smoke else 3)
     only = set(filter(None, args.only.split(",")))
     want = lambda name: not only or name in only  # noqa: E731
