@@ -50,6 +50,17 @@ async def ready(pilot) -> None:
     await pilot.pause(0.1)
 
 
+def pressing(*keys: str, wait: float = 0.2):
+    """A run_before that waits for the chain, then presses ``keys``."""
+
+    async def before(pilot) -> None:
+        await ready(pilot)
+        await pilot.press(*keys)
+        await pilot.pause(wait)
+
+    return before
+
+
 def freeze(job, offset: int, length: int, rate: float, history: list[float], status: str | None = None) -> None:
     job.offset, job.length = offset, length
     if status is not None:  # QEMU's unrequested paused/running blips must not show in a picture
@@ -99,37 +110,19 @@ def test_main_screen_80x24(snap_compare, fixed_lab):
 
 
 def test_chain_of_200_images(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("up", "up")
-
-    assert snap_compare(make_app(fixed_lab, n=200), terminal_size=(100, 34), run_before=before)
+    assert snap_compare(make_app(fixed_lab, n=200), terminal_size=(100, 34), run_before=pressing("up", "up", wait=0))
 
 
 def test_chain_of_200_images_home(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("home", "down")
-
-    assert snap_compare(make_app(fixed_lab, n=200), terminal_size=(100, 34), run_before=before)
+    assert snap_compare(make_app(fixed_lab, n=200), terminal_size=(100, 34), run_before=pressing("home", "down", wait=0))
 
 
 def test_merge_dialog(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("up", "up", "s")
-        await pilot.pause(0.2)
-
-    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 40), run_before=before)
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 40), run_before=pressing("up", "up", "s"))
 
 
 def test_commit_dialog(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("home", "c")
-        await pilot.pause(0.2)
-
-    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 40), run_before=before)
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 40), run_before=pressing("home", "c"))
 
 
 def test_mirror_dialog_raw(snap_compare, fixed_lab):
@@ -160,21 +153,11 @@ def test_mirror_dialog_invalid_target(snap_compare, fixed_lab):
 
 
 def test_copy_dialog(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("y")
-        await pilot.pause(0.2)
-
-    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 44), run_before=before)
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 44), run_before=pressing("y"))
 
 
 def test_snapshot_dialog(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("n")
-        await pilot.pause(0.2)
-
-    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 36), run_before=before)
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 36), run_before=pressing("n"))
 
 
 def test_cancel_confirmation(snap_compare, fixed_lab):
@@ -195,12 +178,7 @@ def test_cancel_confirmation(snap_compare, fixed_lab):
 
 
 def test_help_screen(snap_compare, fixed_lab):
-    async def before(pilot):
-        await ready(pilot)
-        await pilot.press("question_mark")
-        await pilot.pause(0.3)
-
-    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 44), run_before=before)
+    assert snap_compare(make_app(fixed_lab), terminal_size=(110, 44), run_before=pressing("question_mark", wait=0.3))
 
 
 def test_qemu_error_notification(snap_compare, fixed_lab):
