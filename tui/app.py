@@ -8,6 +8,7 @@ traceback reaches the screen.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,10 @@ class ChainApp(App[int]):
 
     # -- wiring ----------------------------------------------------------
     def on_mount(self) -> None:
+        # Everything built so far lives as long as the app: keep it out of the
+        # garbage collector's full passes, which otherwise stall the screen now and then.
+        gc.collect()
+        gc.freeze()
         self.hub.subscribe(self.on_hub_change)
         self.main_screen = MainScreen()
         self.push_screen(self.main_screen)
