@@ -22,15 +22,6 @@ def default_path() -> Path:
     return Path(state) / "chaintui" / "audit.jsonl"
 
 
-def _job_of(arguments: dict[str, Any] | None) -> str | None:
-    if not arguments:
-        return None
-    return arguments.get("job-id") or arguments.get("id") or (
-        arguments.get("device") if "job-id" not in arguments and "snapshot-file" not in arguments
-        and "target" not in arguments and "base-node" not in arguments else None
-    )
-
-
 class AuditLog:
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path else default_path()
@@ -45,6 +36,7 @@ class AuditLog:
         arguments: dict[str, Any] | None,
         *,
         drive: str | None = None,
+        job: str | None = None,
         error: tuple[str, str] | None = None,
     ) -> None:
         entry = {
@@ -53,7 +45,7 @@ class AuditLog:
             "qemu": qemu,
             "endpoint": endpoint,
             "drive": drive,
-            "job": _job_of(arguments),
+            "job": job,
             "command": command,
             "arguments": arguments or {},
             "ok": error is None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -303,8 +304,6 @@ class Hub:
 
     def files_in_use(self, except_drive: Drive | None = None) -> dict[str, str]:
         """Real paths of every image every open drive uses (but ``except_drive``'s), and by whom."""
-        import os
-
         out: dict[str, str] = {}
         for d in self.all_drives():
             if except_drive is not None and d.key == except_drive.key:
@@ -322,17 +321,28 @@ class Hub:
 
     # -- running ---------------------------------------------------------
     async def execute(
-        self, session: str, command: str, arguments: dict[str, Any] | None = None, drive: str | None = None
+        self,
+        session: str,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        drive: str | None = None,
+        job: str | None = None,
     ) -> Any:
-        """Send one command as an operator action: logged, audited, errors too."""
+        """Send one command as an operator action: logged, audited, errors too.
+
+        ``drive`` and ``job`` say what the action is about, for the log and the audit trail.
+        """
         sess = self.sessions.get(session)
         if sess is None:
             raise NotConnected(f"No QEMU named {session!r}")
-        self.note(f"→ {command} {_args_text(arguments)}", session, "action", data={"command": command, "arguments": arguments})
+        self.note(
+            f"→ {command} {_args_text(arguments)}", session, "action",
+            data={"command": command, "arguments": arguments, "job": job},
+        )
 
         def audit(error: tuple[str, str] | None = None) -> None:
             if self.audit is not None:
-                self.audit.record(sess.address_text, session, command, arguments, drive=drive, error=error)
+                self.audit.record(sess.address_text, session, command, arguments, drive=drive, job=job, error=error)
 
         try:
             result = await sess.execute(command, arguments)
@@ -371,7 +381,7 @@ class Hub:
                 job.active_commit = step.command == "block-commit" and "top-node" not in step.arguments
                 job.launching = True
             try:
-                await self.execute(plan.session, step.command, step.arguments, drive=plan.drive)
+                await self.execute(plan.session, step.command, step.arguments, drive=plan.drive, job=step.starts_job)
             except ChainTuiError:
                 if step.starts_job:
                     job = self.tracker.get(plan.session, step.starts_job)
@@ -413,6 +423,9 @@ class Hub:
             raise ValidationError(f"Job {job_id} has already ended ({job.outcome}){hint}", "job")
         return job
 
+    async def _job_execute(self, job: Job, command: str, arguments: dict[str, Any]) -> Any:
+        return await self.execute(job.session, command, arguments, drive=job.drive, job=job.id)
+
     async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
         job = self._live_job(session, job_id, "; nothing to cancel")
         args: dict[str, Any] = {"device": job_id}
@@ -420,7 +433,7 @@ class Hub:
             args["force"] = True
         job.cancel_requested = True
         try:
-            await self.execute(session, "block-job-cancel", args, drive=job.drive)
+            await self._job_execute(job, "block-job-cancel", args)
         except ChainTuiError:
             job.cancel_requested = False
             raise
@@ -435,19 +448,19 @@ class Hub:
                 "job",
             )
         job.complete_requested = True
-        await self.execute(session, "block-job-complete", {"device": job_id}, drive=job.drive)
+        await self._job_execute(job, "block-job-complete", {"device": job_id})
         self._ensure_poller(session, force=True)
 
     async def pause(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self.execute(session, "block-job-pause", {"device": job_id}, drive=job.drive)
+        await self._job_execute(job, "block-job-pause", {"device": job_id})
         job.user_paused = True
         job._touch()
         self._emit(JobsChanged([job]))
 
     async def resume(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self.execute(session, "block-job-resume", {"device": job_id}, drive=job.drive)
+        await self._job_execute(job, "block-job-resume", {"device": job_id})
         job.user_paused = False
         job._touch()
         self._emit(JobsChanged([job]))
@@ -466,7 +479,7 @@ class Hub:
         job = self._live_job(session, job_id)
         if speed < 0:
             raise ValidationError("Speed limit must not be negative", "speed")
-        await self.execute(session, "block-job-set-speed", {"device": job_id, "speed": int(speed)}, drive=job.drive)
+        await self._job_execute(job, "block-job-set-speed", {"device": job_id, "speed": int(speed)})
         job.speed = int(speed)
         job._touch()
         self._emit(JobsChanged([job]))
@@ -477,10 +490,7 @@ class Hub:
         if job.type != "mirror":
             raise ValidationError(f"Job {job_id} is a {job.type} job: only a mirror has a copy mode", "job")
         try:
-            await self.execute(
-                session, "block-job-change", {"id": job_id, "type": "mirror", "copy-mode": "write-blocking"},
-                drive=job.drive,
-            )
+            await self._job_execute(job, "block-job-change", {"id": job_id, "type": "mirror", "copy-mode": "write-blocking"})
         except QMPCommandError as exc:
             if exc.error_class == "CommandNotFound":
                 raise ValidationError(
@@ -493,7 +503,7 @@ class Hub:
         self.note(f"job {job_id}: copy mode write-blocking (guest writes now wait for the target)", session)
 
     async def finalize(self, session: str, job_id: str) -> None:
-        await self.execute(session, "job-finalize", {"id": job_id})
+        await self._job_execute(self._job(session, job_id), "job-finalize", {"id": job_id})
 
     async def dismiss(self, session: str, job_id: str) -> None:
         """Forget a finished job (and dismiss it in QEMU if it still lingers there)."""
@@ -502,7 +512,7 @@ class Hub:
             raise ValidationError(f"Job {job_id} is still {job.status}: cancel it first", "job")
         if job.status == "concluded" and self.sessions[session].connected:
             try:
-                await self.execute(session, "job-dismiss", {"id": job_id}, drive=job.drive)
+                await self._job_execute(job, "job-dismiss", {"id": job_id})
             except QMPCommandError:
                 pass
         self.tracker.remove(session, job_id)

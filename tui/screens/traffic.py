@@ -27,9 +27,8 @@ def job_traffic(
         data: dict[str, Any] = e.data
         stamp = clock(e.when) if clock else time.strftime("%H:%M:%S", time.localtime(e.when))
         if "command" in data:
-            args = data.get("arguments") or {}
-            if job_id in (args.get("job-id"), args.get("device"), args.get("id")):
-                msg = {"execute": data["command"], "arguments": args}
+            if data.get("job") == job_id:
+                msg = {"execute": data["command"], "arguments": data.get("arguments") or {}}
                 out.append(f"{stamp} → {json.dumps(msg, ensure_ascii=False)}")
         elif "event" in data:
             ev = data.get("data") or {}
