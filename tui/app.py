@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,7 +22,7 @@ from .backend.errors import ChainTuiError
 from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
 from .backend.jobs import Job
 from .backend.lab import Lab
-from .backend.ops import Plan, human_size
+from .backend.ops import Plan, clock_text, human_size
 from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from .screens.dialogs import ConfirmDialog
 from .screens.main import MainScreen
@@ -48,7 +47,7 @@ class ChainApp(App[int]):
         self.sockets = list(sockets)
         self.lab = lab
         self.hub = hub or Hub(audit=AuditLog())
-        self.clock = clock or (lambda t: time.strftime("%H:%M:%S", time.localtime(t)))
+        self.clock = clock or clock_text
         self.main_screen: MainScreen | None = None
 
     # -- wiring ----------------------------------------------------------

@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ops import human_size
+
 # QEMU's job states (JobStatus in qapi/job.json) in which a job still holds nodes.
 ACTIVE_STATES = frozenset({"created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting"})
 ENDED_STATES = frozenset({"concluded", "null"})
@@ -132,9 +134,9 @@ class Job:
         reason = ""
         if stuck:
             if self.speed and (copy >= self.speed * 0.8 or rem1 == 0):
-                reason = f"the speed limit {_size(self.speed)}/s holds the copy back while the guest keeps writing"
+                reason = f"the speed limit {human_size(self.speed)}/s holds the copy back while the guest keeps writing"
             elif dirty > 0:
-                reason = f"the guest dirties {_size(dirty)}/s, the copy makes {_size(copy)}/s"
+                reason = f"the guest dirties {human_size(dirty)}/s, the copy makes {human_size(copy)}/s"
             else:
                 reason = "the guest keeps writing faster than the copy catches up"
         return Convergence(copy_rate=copy, dirty_rate=dirty, trend=trend, remaining=rem1, converging=not stuck,
@@ -164,12 +166,6 @@ class Convergence:
     remaining: int
     converging: bool
     reason: str
-
-
-def _size(n: float) -> str:
-    from .ops import human_size
-
-    return human_size(n)
 
 
 class JobTracker:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,11 @@ def human_size(n: float | int | None) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def clock_text(when: float) -> str:
+    """A wall-clock time of day, as the event log and the traffic view show it."""
+    return time.strftime("%H:%M:%S", time.localtime(when))
 
 
 def human_duration(seconds: float | None) -> str:
@@ -201,9 +207,9 @@ def resolve_target(
             if os.path.realpath(img.filename) == real:
                 what = "the active image" if img is drive.active else "an image of its backing chain"
                 raise ValidationError(f"Target {full} is {what} ({img.label}); pick a new file", "target")
-        for other, who in (in_use or {}).items():
-            if other == real:
-                raise ValidationError(f"Target {full} is in use by {who}; pick a new file", "target")
+        who = (in_use or {}).get(real)
+        if who is not None:
+            raise ValidationError(f"Target {full} is in use by {who}; pick a new file", "target")
     if existing:
         if not os.path.isfile(full):
             raise ValidationError(f"Target {full} does not exist (\"reuse existing\" needs an existing image)", "target")

@@ -223,7 +223,7 @@ class QemuSession:
                 if isinstance(exc, ConnectFailed):  # the ssh tunnel could not be made
                     self.last_error = str(exc)
                 else:
-                    self.last_error = describe_connect_error(exc, self.address_text if self.tunnel else self.address)
+                    self.last_error = describe_connect_error(exc, self.address_text)
                 first = self._first_attempt
                 if first is not None and not first.done():
                     if not self.reconnect:

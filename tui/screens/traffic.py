@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, RichLog
 
 from ..backend.hub import LogEntry
+from ..backend.ops import clock_text
 
 
 def job_traffic(
@@ -25,7 +25,7 @@ def job_traffic(
         if e.session != session or not isinstance(e.data, dict):
             continue
         data: dict[str, Any] = e.data
-        stamp = clock(e.when) if clock else time.strftime("%H:%M:%S", time.localtime(e.when))
+        stamp = (clock or clock_text)(e.when)
         if "command" in data:
             if data.get("job") == job_id:
                 msg = {"execute": data["command"], "arguments": data.get("arguments") or {}}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from rich.text import Text
 from textual.widgets import RichLog
 
 from ..backend.hub import LogEntry
+from ..backend.ops import clock_text
 
 KIND_STYLE = {"action": "cyan", "event": "", "error": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -16,7 +16,7 @@ KIND_STYLE = {"action": "cyan", "event": "", "error": "bold red", "warning": "ye
 class EventLog(RichLog):
     def __init__(self, *, clock: Callable[[float], str] | None = None, id: str | None = None) -> None:
         super().__init__(id=id, max_lines=2000, wrap=True, markup=False, highlight=False, auto_scroll=True)
-        self.clock = clock or (lambda t: time.strftime("%H:%M:%S", time.localtime(t)))
+        self.clock = clock or clock_text
 
     def add(self, entry: LogEntry) -> None:
         line = Text.assemble(
