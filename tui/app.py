@@ -23,7 +23,8 @@ from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChang
 from .backend.jobs import Job
 from .backend.lab import Lab
 from .backend.ops import Plan, clock_text, human_size
-from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
+from .backend.usage import Usage
+from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated, UsageUpdated
 from .screens.dialogs import ConfirmDialog
 from .screens.main import MainScreen
 
@@ -49,6 +50,8 @@ class ChainApp(App[int]):
         self.hub = hub or Hub(audit=AuditLog())
         self.clock = clock or clock_text
         self.main_screen: MainScreen | None = None
+        self.usage = Usage(self.hub, _image_dirs())
+        self.usage.subscribe(self._on_usage_change)
 
     # -- wiring ----------------------------------------------------------
     def on_mount(self) -> None:
@@ -75,6 +78,12 @@ class ChainApp(App[int]):
             screen.post_message(SessionUpdated(change.session.name))
         elif isinstance(change, LogEntry):
             screen.post_message(LogAppended(change))
+        if isinstance(change, DrivesChanged) and self.screen is not screen:
+            self.screen.post_message(DrivesUpdated(change.session))
+
+    def _on_usage_change(self) -> None:
+        if self.main_screen is not None and self.screen is not self.main_screen:
+            self.screen.post_message(UsageUpdated())
 
     async def on_unmount(self) -> None:
         self.hub.unsubscribe(self.on_hub_change)
@@ -107,6 +116,39 @@ class ChainApp(App[int]):
                 self.notify(f"{job.id}: copy mode write-blocking")
 
         self.run_worker(run(), exit_on_error=False, group="jobs")
+
+    def open_graph(self, drive: tuple[str, str] | None) -> None:
+        from .screens.graph import GraphScreen
+
+        self.push_screen(GraphScreen(drive))
+
+    def cleanup(self) -> None:
+        """Offer to delete the images that left a chain; checks and deletion run in workers."""
+        from .screens.cleanup import CleanupDialog
+
+        candidates = self.usage.candidates()
+        if not candidates:
+            self.notify("Nothing to clean up: no image has left a chain since chaintui started", title="Clean up")
+            return
+
+        async def run() -> None:
+            checked = await self.usage.check(candidates)
+
+            def answer(ok: bool | None) -> None:
+                if ok:
+                    self.run_worker(delete([c for c in checked if c.deletable]), exit_on_error=False, group="cleanup")
+
+            self.push_screen(CleanupDialog(checked), answer)
+
+        async def delete(chosen) -> None:  # type: ignore[no-untyped-def]
+            deleted, refused = await self.usage.delete(chosen)
+            freed = human_size(sum(c.size for c in deleted))
+            text = f"deleted {len(deleted)} image{'s' if len(deleted) != 1 else ''}, freed {freed}"
+            if refused:
+                text += "; kept " + ", ".join(f"{c.path} ({'; '.join(c.reasons)})" for c in refused)
+            self.notify(text, title="Clean up", severity="warning" if refused else "information")
+
+        self.run_worker(run(), exit_on_error=False, group="cleanup")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state is not WorkerState.ERROR:
@@ -175,3 +217,12 @@ class ChainApp(App[int]):
                     help_text[action],
                     lambda a=action: screen.run_action(a),
                 )
+
+
+def _image_dirs() -> list[str]:
+    from .config import ConfigError, load_image_dirs
+
+    try:
+        return load_image_dirs()
+    except ConfigError:
+        return []  # a bare chaintui reports a broken config file already

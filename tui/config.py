@@ -43,3 +43,18 @@ def load_endpoints(path: Path | None = None) -> list[Endpoint]:
         name = entry.get("name")
         out.append(Endpoint(entry["address"].strip(), str(name) if name else None))
     return out
+
+
+def load_image_dirs(path: Path | None = None) -> list[str]:
+    """``image_dirs = ["/var/lib/libvirt/images"]``: directories the on-disk scan also reads."""
+    path = path or config_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    dirs = data.get("image_dirs", [])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ConfigError(f"{path}: image_dirs must be a list of directory names")
+    return [os.path.expanduser(d) for d in dirs if d.strip()]

@@ -49,3 +49,10 @@ class LogAppended(Message):
     def __init__(self, entry: LogEntry) -> None:
         super().__init__()
         self.entry = entry
+
+
+class UsageUpdated(Message):
+    """The on-disk scan progressed or ended, or images left a chain."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, UsageUpdated)

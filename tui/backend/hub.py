@@ -367,6 +367,12 @@ class Hub:
                     f"Job ID '{job_id}' is already in use by a {old.type} job on {old.drive or '?'}", "job"
                 )
         self.note(plan.title, plan.session, "action")
+        if plan.override:  # the operator overrode the shared-image refusal: say so first
+            self.note(f"commit anyway: {len(plan.override)} images will see changed data", plan.session, "warning")
+            if self.audit is not None:
+                sess = self.sessions[plan.session]
+                self.audit.record(sess.address_text, plan.session, "override-shared-image-refusal",
+                                  {"plan": plan.title, "images": plan.override}, drive=plan.drive, job=next(iter(plan.job_ids), None))
         for i, step in enumerate(plan.steps):
             if step.starts_job:
                 self.tracker.remove(plan.session, step.starts_job)  # a finished namesake

@@ -105,6 +105,7 @@ class Plan:
     steps: list[Step]
     warnings: list[str] = field(default_factory=list)
     target: str | None = None
+    override: list[str] = field(default_factory=list)  # images a commit changes, accepted by the operator
 
     @property
     def job_ids(self) -> list[str]:
@@ -287,10 +288,13 @@ def _speed_args(speed: int) -> dict[str, Any]:
 
 
 # -- plans -----------------------------------------------------------------
-def plan_stream(drive: Drive, base: str | None, speed: str | int | None, job_id: str) -> Plan:
+def plan_stream(
+    drive: Drive, base: str | None, speed: str | int | None, job_id: str, shared: list[str] | None = None
+) -> Plan:
     """Live merge: pull the data above ``base`` into the active image.
 
-    ``base`` None (or the active image itself) flattens the whole chain.
+    ``base`` None (or the active image itself) flattens the whole chain.  ``shared``:
+    images outside this drive that back onto an image of its chain (they stay usable).
     """
     rate = parse_speed(speed)
     if len(drive.images) < 2:
@@ -327,7 +331,10 @@ def plan_stream(drive: Drive, base: str | None, speed: str | int | None, job_id:
             if base_img
             else f"{top.label} stops having a backing file (flattened)."
         ),
-        "The old images are not deleted; nothing else uses them afterwards.",
+        "The old images are not deleted; nothing else uses them afterwards." if not shared else
+        f"The images below stay untouched (only {top.label} is written): the {len(shared)} other image"
+        f"{'s' if len(shared) > 1 else ''} backing onto them stay{'s' if len(shared) == 1 else ''} usable: "
+        f"{'; '.join(shared)}.",
     ]
     return Plan(
         kind="stream",
@@ -342,8 +349,16 @@ def plan_stream(drive: Drive, base: str | None, speed: str | int | None, job_id:
     )
 
 
-def plan_commit(drive: Drive, base: str, top: str | None, speed: str | int | None, job_id: str) -> Plan:
-    """Commit the images above ``base`` (up to ``top``, default the active) into ``base``."""
+def plan_commit(
+    drive: Drive, base: str, top: str | None, speed: str | int | None, job_id: str,
+    shared: list[str] | None = None, override: bool = False,
+) -> Plan:
+    """Commit the images above ``base`` (up to ``top``, default the active) into ``base``.
+
+    ``shared``: the images outside this drive that back onto ``base`` (live or on disk,
+    see :func:`tui.backend.usage.shared_with_others`); they would see changed data, so
+    the plan is refused unless ``override``.
+    """
     rate = parse_speed(speed)
     base_img = _image(drive, base, "base")
     top_img = drive.active if top in (None, "") else _image(drive, top, "top")
@@ -372,7 +387,19 @@ def plan_commit(drive: Drive, base: str, top: str | None, speed: str | int | Non
     else:
         above = drive.images[ti + 1]
         moves.append(f"{above.label}'s backing file becomes {base_img.label}; the job ends by itself.")
-    moves.append(f"Anything else backed by {base_img.label} outside this drive would see changed data.")
+    warnings = _raw_note(drive)
+    if shared and not override:
+        raise ValidationError(
+            f"{base_img.label} is shared: {len(shared)} other image{'s' if len(shared) > 1 else ''} back onto it "
+            f"and would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
+            "override",
+        )
+    if shared:
+        warnings.insert(0, f"Commit anyway: these {len(shared)} images will see changed data: {'; '.join(shared)}")
+    elif shared is not None:
+        moves.append(f"Nothing else backs onto {base_img.label} (live, or on disk in the directories scanned).")
+    else:
+        moves.append(f"Anything else backed by {base_img.label} outside this drive would see changed data.")
     return Plan(
         kind="commit",
         session=drive.session,
@@ -382,7 +409,8 @@ def plan_commit(drive: Drive, base: str, top: str | None, speed: str | int | Non
         after=chain_notation(i.label for i in after),
         moves=moves,
         steps=[Step("block-commit", args, "write data down into the base", starts_job=job_id)],
-        warnings=_raw_note(drive),
+        warnings=warnings,
+        override=list(shared or []),
     )
 
 

@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from ..backend.errors import ValidationError
 from ..backend.ops import Plan
@@ -179,6 +179,9 @@ class PlanDialog(ModalScreen[Plan | None]):
         self.revalidate()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        self.revalidate()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         self.revalidate()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

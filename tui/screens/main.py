@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Select, Static
+from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 
 from ..backend import ops
 from ..backend.chain import Drive
 from ..backend.jobs import Job
+from ..backend.usage import describe_dependents, drive_keys, image_key, shared_with_others
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
 from ..widgets.path_input import PathInput
@@ -44,6 +45,8 @@ class MainScreen(Screen[None]):
         Binding("w", "write_blocking", "Write-blocking", show=False),
         Binding("t", "traffic", "QMP traffic", show=False),
         Binding("d", "dismiss", "Dismiss"),
+        Binding("g", "graph", "Image graph"),
+        Binding("delete", "cleanup", "Clean up", show=False),
         Binding("l", "toggle_log", "Log", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -227,10 +230,12 @@ class MainScreen(Screen[None]):
         img = self._highlighted_image(drive)
         base = None if img.node_name == drive.active.node_name else img.node_name
         job_id = self.chain_app.hub.new_job_id("stream", drive)
+        graph = self.chain_app.usage.graph()  # what the last scan found: the note is informational
+        shared = describe_dependents(graph, shared_with_others(graph, drive, drive_keys(drive)[0]))
         self._open(
             PlanDialog(
                 f"Merge (block-stream) on {drive.name}",
-                lambda v: ops.plan_stream(drive, base, v["speed"], job_id),
+                lambda v: ops.plan_stream(drive, base, v["speed"], job_id, shared=shared),
                 [("speed", "Speed limit", self._speed_input())],
                 intro=(
                     f"New base: [b]{escape(img.label)}[/b]" if base else "Flatten: no base, everything is pulled up"
@@ -251,14 +256,34 @@ class MainScreen(Screen[None]):
                 severity="warning",
             )
             return
+        usage = self.chain_app.usage
+
+        async def open_dialog() -> None:
+            # every overlay of the base, live or on disk, is known before the dialog opens
+            if usage.state.running or usage.state.result is None:
+                self.notify("Reading the image files next to the chains first…", title="Commit")
+            await usage.scan()
+            graph = usage.graph()
+            shared = describe_dependents(graph, shared_with_others(graph, drive, image_key(drive.session, img)))
+            self._open_commit(drive, img, index, shared)
+
+        self.chain_app.run_worker(open_dialog(), exit_on_error=False, group="usage")
+
+    def _open_commit(self, drive: Drive, img, index: int, shared: list[str]) -> None:  # type: ignore[no-untyped-def]
         tops = [(i.label + (" (active)" if i is drive.active else ""), i.node_name) for i in drive.images[index + 1 :]]
         top_select: Select[str] = Select(list(reversed(tops)), value=drive.active.node_name, allow_blank=False)
         job_id = self.chain_app.hub.new_job_id("commit", drive)
+        fields = [("top", "Top", top_select), ("speed", "Speed limit", self._speed_input())]
+        if shared:
+            n = len(shared)
+            fields.append(("override", "Shared base", Checkbox(f"commit anyway: these {n} images will see changed data")))
         self._open(
             PlanDialog(
                 f"Commit (block-commit) into {img.label}",
-                lambda v: ops.plan_commit(drive, img.node_name, v["top"], v["speed"], job_id),
-                [("top", "Top", top_select), ("speed", "Speed limit", self._speed_input())],
+                lambda v: ops.plan_commit(
+                    drive, img.node_name, v["top"], v["speed"], job_id, shared=shared, override=bool(v.get("override"))
+                ),
+                fields,
                 intro=f"Base: [b]{escape(img.label)}[/b]; the images above it up to the top are written into it",
                 focus="speed",
             )
@@ -471,6 +496,13 @@ class MainScreen(Screen[None]):
     def action_toggle_log(self) -> None:
         log = self.query_one("#log", EventLog)
         log.display = not log.display
+
+    def action_graph(self) -> None:
+        drive = self.selected_drive()
+        self.chain_app.open_graph(drive.key if drive is not None else None)
+
+    def action_cleanup(self) -> None:
+        self.chain_app.cleanup()
 
     def action_refresh(self) -> None:
         self.chain_app.run_worker(self.chain_app.hub.refresh_all(), exit_on_error=False, group="refresh")

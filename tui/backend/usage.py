@@ -1,0 +1,707 @@
+"""Who uses an image: live drives of every connected QEMU, and image files on disk.
+
+Three parts, none of which imports Textual:
+
+* :class:`DiskScanner` reads the directories the connected chains live in (and
+  the ones named in ``config.toml``) with ``qemu-img info --output=json -U``,
+  cached by (path, size, mtime), in worker threads, with progress and a cancel
+  flag.  Unreadable files are skipped and counted, never fatal.
+* :class:`ImageGraph` joins the live chains and the scanned files into one
+  tree: bases at the root, overlays as branches, each node with its live users
+  (drive, QEMU, read-only or read-write) and its overlays on disk.
+* :class:`Usage` keeps the latest scan, notices images that left a drive's
+  chain ("no longer used by DRIVE"), and checks whether such an image may be
+  deleted (:func:`deletion_checks`): not in any open chain, not the backing
+  file of an image on disk, not open by any process on this host, not locked,
+  not a job's target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .chain import Drive, Image, JobTarget
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+IMAGE_SUFFIXES = (".qcow2", ".qcow", ".raw", ".img", ".qed", ".vmdk", ".vdi", ".vhd", ".vhdx")
+# the first bytes of formats that can have a backing file (qcow2, QED, VMDK)
+MAGICS = (b"QFI\xfb", b"QED\x00", b"KDMV")
+MAX_FILES = 20000  # per scan: a directory bigger than this is read only in part (and says so)
+WORKERS = 4
+
+
+# -- on disk ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DiskImage:
+    """One image file found on disk, as ``qemu-img info -U`` saw it."""
+
+    path: str  # real path
+    format: str
+    virtual_size: int
+    actual_size: int | None
+    backing: str | None  # real path of its backing file (None: it stands alone)
+    backing_raw: str | None = None  # as recorded in the image
+
+
+@dataclass
+class ScanResult:
+    images: dict[str, DiskImage] = field(default_factory=dict)
+    directories: list[str] = field(default_factory=list)
+    files: int = 0  # candidate image files looked at
+    unreadable: int = 0  # skipped: no permission, not an image qemu-img can open
+    cached: int = 0  # answered from the cache
+    cancelled: bool = False
+    truncated: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.images)} images in {len(self.directories)} director{'y' if len(self.directories) == 1 else 'ies'}"]
+        if self.unreadable:
+            parts.append(f"{self.unreadable} unreadable skipped")
+        if self.truncated:
+            parts.append(f"only the first {MAX_FILES} files")
+        if self.cancelled:
+            parts.append("scan cancelled: incomplete")
+        return ", ".join(parts)
+
+
+Progress = Callable[[int, int], None]
+
+
+def _qemu_img_info(path: str) -> DiskImage | None:
+    proc = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-U", path], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if proc.returncode != 0:
+        return None
+    try:
+        info = json.loads(proc.stdout)
+    except ValueError:
+        return None
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    real_backing = None
+    if backing and not backing.startswith("json:") and "://" not in backing:
+        if not os.path.isabs(backing):
+            backing = os.path.join(os.path.dirname(path), backing)
+        real_backing = os.path.realpath(backing)
+    elif backing:
+        real_backing = backing
+    return DiskImage(
+        path=path,
+        format=info.get("format", "?"),
+        virtual_size=int(info.get("virtual-size", 0)),
+        actual_size=info.get("actual-size"),
+        backing=real_backing,
+        backing_raw=info.get("backing-filename"),
+    )
+
+
+def _looks_like_image(entry: os.DirEntry[str]) -> bool | None:
+    """True for a file with an image suffix or magic; None when it cannot be read."""
+    if entry.name.endswith(IMAGE_SUFFIXES):
+        return True
+    try:
+        with open(entry.path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    return head in MAGICS
+
+
+class DiskScanner:
+    """Reads image files with ``qemu-img info -U``, remembering answers by (path, size, mtime)."""
+
+    def __init__(self, workers: int = WORKERS) -> None:
+        self.workers = workers
+        self._cache: dict[str, tuple[int, int, DiskImage | None]] = {}
+        self._lock = threading.Lock()
+
+    def candidates(self, directory: str, limit: int = MAX_FILES) -> tuple[list[tuple[str, int, int]], int, bool]:
+        """(path, size, mtime_ns) of the image-looking files in one directory, unreadable count, truncated."""
+        out: list[tuple[str, int, int]] = []
+        unreadable = 0
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return [], 1, False
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=True):
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError:
+                unreadable += 1
+                continue
+            real = os.path.realpath(entry.path)
+            cached = self._cache.get(real)
+            if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns):
+                out.append((real, st.st_size, st.st_mtime_ns))
+                continue
+            looks = _looks_like_image(entry)
+            if looks is None:
+                unreadable += 1
+                continue
+            if looks:
+                out.append((real, st.st_size, st.st_mtime_ns))
+            if len(out) >= limit:
+                return out, unreadable, True
+        return out, unreadable, False
+
+    def scan(
+        self,
+        directories: Iterable[str],
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ScanResult:
+        """Blocking: run it in a thread (:meth:`Usage.scan` does)."""
+        started = time.monotonic()
+        result = ScanResult(directories=sorted({os.path.realpath(d) for d in directories if d}))
+        todo: list[tuple[str, int, int]] = []
+        seen: set[str] = set()
+        for directory in result.directories:
+            found, unreadable, truncated = self.candidates(directory)
+            result.unreadable += unreadable
+            result.truncated |= truncated
+            for item in found:
+                if item[0] not in seen:
+                    seen.add(item[0])
+                    todo.append(item)
+        result.files = len(todo)
+        fresh: list[tuple[str, int, int]] = []
+        for path, size, mtime in todo:
+            cached = self._cache.get(path)
+            if cached is not None and cached[:2] == (size, mtime):
+                result.cached += 1
+                if cached[2] is not None:
+                    result.images[path] = cached[2]
+                else:
+                    result.unreadable += 1
+            else:
+                fresh.append((path, size, mtime))
+        done = result.cached
+        if progress:
+            progress(done, len(todo))
+        if fresh:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                # submitted in small windows, so a cancel stops within a few files
+                window = self.workers * 2
+                for start in range(0, len(fresh), window):
+                    if cancel is not None and cancel.is_set():
+                        result.cancelled = True
+                        break
+                    batch = fresh[start : start + window]
+                    for (path, size, mtime), image in zip(batch, pool.map(lambda t: _qemu_img_info(t[0]), batch)):
+                        with self._lock:
+                            self._cache[path] = (size, mtime, image)
+                        if image is None:
+                            result.unreadable += 1
+                        else:
+                            result.images[path] = image
+                    done += len(batch)
+                    if progress:
+                        progress(done, len(todo))
+        result.seconds = time.monotonic() - started
+        return result
+
+
+# -- the graph -------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveUse:
+    """A drive that has an image in its chain."""
+
+    session: str
+    drive: str
+    node_name: str
+    read_only: bool
+    active: bool
+    job: str | None = None
+
+    @property
+    def text(self) -> str:
+        mode = "rw" if not self.read_only else "ro"
+        return f"{self.drive}@{self.session} {mode}" + (" active" if self.active else "")
+
+
+@dataclass
+class GraphNode:
+    key: str  # real path, or SESSION:NODE for an image without a file name
+    label: str
+    format: str
+    virtual_size: int
+    actual_size: int | None
+    backing: str | None  # key of its backing image
+    live: list[LiveUse] = field(default_factory=list)
+    on_disk: bool = False
+    target_of: str | None = None  # a job writes to it
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.live) or self.target_of is not None
+
+    @property
+    def active(self) -> bool:
+        return any(u.active for u in self.live)
+
+
+def image_key(session: str, img: Image) -> str:
+    if img.partial or img.filename.startswith("json:") or "://" in img.filename or not img.filename.startswith("/"):
+        return f"{session}:{img.node_name}"
+    return os.path.realpath(img.filename)
+
+
+def drive_keys(drive: Drive) -> list[str]:
+    """The graph keys of a drive's chain, base first."""
+    return [image_key(drive.session, img) for img in drive.images]
+
+
+class ImageGraph:
+    """Everything known, as a forest: bases at the roots, overlays as branches."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, GraphNode] = {}
+        self.roots: list[str] = []
+
+    @classmethod
+    def build(
+        cls,
+        drives: Iterable[Drive],
+        targets: Iterable[tuple[str, JobTarget]] = (),
+        disk: dict[str, DiskImage] | None = None,
+    ) -> ImageGraph:
+        g = cls()
+        nodes = g.nodes
+        for path, d in (disk or {}).items():
+            nodes[path] = GraphNode(
+                path, os.path.basename(path), d.format, d.virtual_size, d.actual_size, d.backing, on_disk=True
+            )
+        for drive in drives:
+            keys = drive_keys(drive)
+            for i, (img, key) in enumerate(zip(drive.images, keys)):
+                node = nodes.get(key)
+                if node is None:
+                    node = nodes[key] = GraphNode(
+                        key, img.label, img.format, img.virtual_size, img.actual_size, None
+                    )
+                elif not img.partial:
+                    node.format, node.virtual_size = img.format, img.virtual_size
+                    node.actual_size = img.actual_size if img.actual_size is not None else node.actual_size
+                node.backing = keys[i - 1] if i > 0 else (node.backing if node.on_disk and img.backing_file else None)
+                node.live.append(
+                    LiveUse(drive.session, drive.name, img.node_name, img.read_only and i < len(keys) - 1,
+                            i == len(keys) - 1, img.job)
+                )
+        for session, t in targets:
+            key = os.path.realpath(t.filename) if t.filename.startswith("/") else f"{session}:{t.node_name}"
+            node = nodes.get(key)
+            if node is None:
+                node = nodes[key] = GraphNode(key, os.path.basename(t.filename) or t.node_name, t.format, 0, None, None)
+            node.target_of = f"{t.job}@{session}"
+        for key, node in nodes.items():
+            if node.backing is not None and node.backing in nodes and node.backing != key:
+                nodes[node.backing].children.append(key)
+            elif node.backing is not None and node.backing not in nodes:
+                pass  # backing file outside the directories looked at: a root here
+        for node in nodes.values():
+            node.children.sort(key=lambda k: (not nodes[k].in_use, nodes[k].label, k))
+        roots = [k for k, n in nodes.items() if n.backing is None or n.backing not in nodes or n.backing == k]
+        roots.sort(key=lambda k: (not _subtree_live(nodes, k), nodes[k].label, k))
+        # nodes in a backing loop (broken images) are reached from no root: show them as roots
+        reached = set()
+        for r in roots:
+            reached.update(g.walk(r))
+        for k in nodes:
+            if k not in reached:
+                roots.append(k)
+                reached.update(g.walk(k))
+        g.roots = roots
+        return g
+
+    def walk(self, key: str) -> Iterable[str]:
+        """``key`` and everything that backs onto it, depth first (loops stopped)."""
+        seen: set[str] = set()
+        stack = [key]
+        while stack:
+            k = stack.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            yield k
+            stack.extend(reversed(self.nodes[k].children))
+
+    def dependents(self, key: str, exclude: Iterable[str] = ()) -> list[str]:
+        """Every image that backs onto ``key``, directly or not, but those in ``exclude``."""
+        skip = set(exclude)
+        return [k for k in self.walk(key) if k != key and k not in skip]
+
+    def users(self, key: str) -> list[LiveUse]:
+        node = self.nodes.get(key)
+        return list(node.live) if node else []
+
+    def overlays_on_disk(self, key: str) -> list[str]:
+        node = self.nodes.get(key)
+        return [c for c in node.children if self.nodes[c].on_disk] if node else []
+
+    def describe(self, key: str) -> str:
+        """How an image is used, in a few words: ``drive0@qsd1 rw``, ``on disk only``."""
+        node = self.nodes[key]
+        if node.live:
+            return ", ".join(u.text for u in node.live)
+        if node.target_of:
+            return f"target of job {node.target_of}"
+        return "on disk only"
+
+
+def _subtree_live(nodes: dict[str, GraphNode], key: str) -> bool:
+    stack, seen = [key], set()
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        if nodes[k].in_use:
+            return True
+        stack.extend(nodes[k].children)
+    return False
+
+
+def shared_with_others(graph: ImageGraph, drive: Drive, base_key: str) -> list[str]:
+    """Images outside ``drive``'s chain that back onto ``base_key`` (and would see a commit into it)."""
+    return graph.dependents(base_key, exclude=drive_keys(drive))
+
+
+def describe_dependents(graph: ImageGraph, keys: list[str]) -> list[str]:
+    out = []
+    for k in keys:
+        node = graph.nodes[k]
+        where = k if k.startswith("/") else node.label
+        out.append(f"{where} ({graph.describe(k)})")
+    return out
+
+
+# -- deletion --------------------------------------------------------------
+def processes_holding(paths: set[str]) -> dict[str, list[str]]:
+    """Which processes on this host have one of ``paths`` open (``/proc/*/fd``): path -> ["pid (comm)"]."""
+    out: dict[str, list[str]] = {}
+    me = os.getpid()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        if int(pid) == me:
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        hit: set[str] = set()
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target in paths:
+                hit.add(target)
+        if hit:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                comm = "?"
+            for path in hit:
+                out.setdefault(path, []).append(f"{pid} ({comm})")
+    return out
+
+
+def lock_problem(path: str) -> str | None:
+    """``qemu-img info`` without ``-U``: fails when a process holds the image's lock."""
+    proc = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode == 0:
+        return None
+    err = (proc.stderr.strip().splitlines() or ["qemu-img info failed"])[-1]
+    if "lock" in err.lower():
+        return f"locked by another process ({err.split(': ', 1)[-1]})"
+    return f"qemu-img cannot open it: {err}"
+
+
+@dataclass
+class Candidate:
+    """An image offered for deletion, with what the checks found."""
+
+    path: str
+    left: str  # "no longer used by DRIVE on QEMU"
+    size: int = 0  # bytes it frees (allocated blocks)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def deletable(self) -> bool:
+        return not self.reasons
+
+
+@dataclass
+class LiveState:
+    """What the connected QEMUs hold, copied on the UI side and read in a worker thread."""
+
+    drives: list[Drive]
+    open_files: dict[str, str]  # real path -> who (a node any QEMU has open, in a chain or not)
+    job_targets: dict[str, str]  # real path -> job
+
+
+def live_state(hub: Hub) -> LiveState:
+    drives = hub.all_drives()
+    open_files: dict[str, str] = {}
+    for session, cache in hub.node_info.items():
+        for name, entry in cache.entries.items():
+            f = entry.get("file", "")
+            if f.startswith("/"):
+                open_files.setdefault(os.path.realpath(f), f"node {name} on {session}")
+    for d in drives:
+        for img in d.images:
+            if img.filename.startswith("/"):
+                open_files[os.path.realpath(img.filename)] = f"{d.name} on {d.session} ({img.label})"
+    targets: dict[str, str] = {}
+    for session, ts in hub.targets.items():
+        for t in ts:
+            if t.filename.startswith("/"):
+                targets[os.path.realpath(t.filename)] = f"{t.job} on {session}"
+    for job in hub.tracker.jobs.values():
+        if job.target and not job.finished:
+            targets.setdefault(os.path.realpath(job.target), f"{job.id} on {job.session}")
+    return LiveState(drives, open_files, targets)
+
+
+def deletion_checks(
+    candidates: list[Candidate], live: LiveState, scanner: DiskScanner, extra_dirs: Iterable[str] = ()
+) -> list[Candidate]:
+    """Blocking (a worker thread): fill in each candidate's reasons not to delete it and its size."""
+    dirs = {os.path.dirname(c.path) for c in candidates} | set(chain_directories(live.drives)) | set(extra_dirs)
+    scan = scanner.scan(dirs)
+    holders = processes_holding({c.path for c in candidates})
+    for c in candidates:
+        c.reasons.clear()
+        try:
+            st = os.stat(c.path)
+        except FileNotFoundError:
+            c.reasons.append("already gone")
+            continue
+        except OSError as exc:
+            c.reasons.append(f"cannot stat it: {exc.strerror}")
+            continue
+        c.size = st.st_blocks * 512
+        if c.path in live.open_files:
+            c.reasons.append(f"still in an open chain: {live.open_files[c.path]}")
+        if c.path in live.job_targets:
+            c.reasons.append(f"target of job {live.job_targets[c.path]}")
+        if c.path in holders:
+            c.reasons.append(f"open in process {', '.join(holders[c.path])}")
+    # An image that stays on disk needs its whole backing chain: every image found on
+    # disk that is not deleted here keeps its backing files, and a candidate kept for any
+    # reason keeps its own backing files too (until nothing changes).
+    by_path = {c.path: c for c in candidates}
+    images = scan.images
+    keepers = [p for p in images if p not in by_path] + [c.path for c in candidates if c.reasons]
+    done: set[str] = set()
+    needed_by: dict[str, list[str]] = {}
+    while keepers:
+        keeper = keepers.pop()
+        if keeper in done:
+            continue
+        done.add(keeper)
+        cur, seen, direct = images.get(keeper), {keeper}, True
+        while cur is not None and cur.backing and cur.backing not in seen:
+            seen.add(cur.backing)
+            c = by_path.get(cur.backing)
+            if c is not None and c.size:
+                how = "" if direct else f" (through {os.path.basename(cur.path)})"
+                needed_by.setdefault(c.path, []).append(os.path.basename(keeper) + how)
+                keepers.append(c.path)
+            direct = False
+            cur = images.get(cur.backing)
+    for path, who in needed_by.items():
+        who.sort(key=lambda w: ("(" in w, w))
+        shown = ", ".join(who[:4]) + (f" and {len(who) - 4} more" if len(who) > 4 else "")
+        by_path[path].reasons.append(f"backing file of {shown}, which stay{'s' if len(who) == 1 else ''} on disk")
+    for c in candidates:
+        if not c.reasons and c.size:
+            problem = lock_problem(c.path)
+            if problem:
+                c.reasons.append(problem)
+    return candidates
+
+
+def chain_directories(drives: Iterable[Drive]) -> list[str]:
+    out: set[str] = set()
+    for d in drives:
+        for img in d.images:
+            if img.filename.startswith("/") and not img.partial:
+                out.add(os.path.dirname(os.path.realpath(img.filename)))
+    return sorted(out)
+
+
+# -- the service the app holds --------------------------------------------
+@dataclass
+class ScanState:
+    running: bool = False
+    done: int = 0
+    total: int = 0
+    result: ScanResult | None = None
+
+    @property
+    def text(self) -> str:
+        if self.running:
+            return f"scanning image files {self.done}/{self.total}…"
+        if self.result is None:
+            return "not scanned yet"
+        return self.result.summary()
+
+
+class Usage:
+    """The app's view of who uses what: the latest scan, leftovers of finished operations."""
+
+    def __init__(self, hub: Hub, extra_dirs: Iterable[str] = (), scanner: DiskScanner | None = None) -> None:
+        self.hub = hub
+        self.extra_dirs = [os.path.realpath(os.path.expanduser(d)) for d in extra_dirs]
+        self.scanner = scanner or DiskScanner()
+        self.state = ScanState()
+        self.leftovers: dict[str, str] = {}  # real path -> "no longer used by DRIVE on QEMU"
+        self._chains: dict[tuple[str, str], set[str]] = {}
+        self._cancel: threading.Event | None = None
+        self._task: asyncio.Task[ScanResult] | None = None
+        self._listeners: list[Callable[[], None]] = []
+        hub.subscribe(self._on_hub)
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    def directories(self) -> list[str]:
+        return sorted(set(chain_directories(self.hub.all_drives())) | set(self.extra_dirs))
+
+    # -- scanning --------------------------------------------------------
+    def scan(self, directories: Iterable[str] | None = None) -> asyncio.Task[ScanResult]:
+        """Start a scan in worker threads (or return the one that runs); progress goes to listeners."""
+        if self._task is not None and not self._task.done():
+            return self._task
+        dirs = list(directories) if directories is not None else self.directories()
+        self._cancel = threading.Event()
+        self.state.running, self.state.done, self.state.total = True, 0, 0
+        loop = asyncio.get_running_loop()
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            self.state.done, self.state.total = done, total
+            now = time.monotonic()
+            if now - last[0] > 0.1 or done == total:
+                last[0] = now
+                loop.call_soon_threadsafe(self._changed)
+
+        async def run() -> ScanResult:
+            try:
+                result = await asyncio.to_thread(self.scanner.scan, dirs, progress, self._cancel)
+            finally:
+                self.state.running = False
+            self.state.result = result
+            self._changed()
+            return result
+
+        self._task = asyncio.ensure_future(run())
+        return self._task
+
+    def cancel_scan(self) -> bool:
+        if self._cancel is not None and self.state.running:
+            self._cancel.set()
+            return True
+        return False
+
+    def graph(self) -> ImageGraph:
+        targets = [(s, t) for s, ts in self.hub.targets.items() for t in ts]
+        disk = self.state.result.images if self.state.result else {}
+        return ImageGraph.build(self.hub.all_drives(), targets, disk)
+
+    # -- leftovers -------------------------------------------------------
+    def _on_hub(self, change: Any) -> None:
+        from .hub import DrivesChanged
+
+        if isinstance(change, DrivesChanged):
+            self.note_chains(change.session)
+
+    def note_chains(self, session: str) -> None:
+        """Compare each drive's chain with the last one seen: images that left it are leftovers."""
+        left_now: list[tuple[str, list[str]]] = []
+        drives = self.hub.drives.get(session, [])
+        for d in drives:
+            if any(img.partial for img in d.images):
+                continue
+            keys = {k for k in drive_keys(d) if k.startswith("/")}
+            old = self._chains.get(d.key)
+            self._chains[d.key] = keys
+            for k in keys:
+                self.leftovers.pop(k, None)
+            if old is None:
+                continue
+            gone = sorted(old - keys)
+            if gone:
+                left_now.append((d.name, gone))
+                for k in gone:
+                    self.leftovers[k] = f"no longer used by {d.name} on {session}"
+        if left_now:
+            in_use = self.hub.files_in_use()
+            for name, gone in left_now:
+                free = [k for k in gone if k not in in_use]
+                if not free:
+                    continue
+                labels = ", ".join(os.path.basename(k) for k in free)
+                self.hub.note(
+                    f"no longer used by {name}: {labels} (Delete key: clean up)", session, "info",
+                    data={"leftovers": free, "drive": name},
+                )
+            self._changed()
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(p, why) for p, why in sorted(self.leftovers.items())]
+
+    def check(self, candidates: list[Candidate]) -> Any:
+        """A coroutine: the checks in a worker thread."""
+        live = live_state(self.hub)
+        return asyncio.to_thread(deletion_checks, candidates, live, self.scanner, self.extra_dirs)
+
+    async def delete(self, candidates: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+        """Check again, then delete what passes; (deleted, refused).  Each deletion is audited."""
+        checked = await self.check([Candidate(c.path, c.left) for c in candidates])
+        deleted, refused = [], []
+        for c in checked:
+            if not c.deletable:
+                refused.append(c)
+                continue
+            try:
+                await asyncio.to_thread(os.unlink, c.path)
+            except OSError as exc:
+                c.reasons.append(f"delete failed: {exc.strerror}")
+                refused.append(c)
+                continue
+            deleted.append(c)
+            self.leftovers.pop(c.path, None)
+            self.hub.note(f"deleted {c.path} ({c.left}; freed {c.size} bytes)", "", "action")
+            if self.hub.audit is not None:
+                self.hub.audit.record("localhost", "", "delete-image", {"file": c.path, "bytes": c.size},
+                                      drive=c.left.removeprefix("no longer used by ").split(" on ")[0])
+        if deleted:
+            self._changed()
+        return deleted, refused

@@ -1,0 +1,161 @@
+"""The image graph (``g``): every image of every connected QEMU and the files on disk next to them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ..backend.ops import human_size
+from ..backend.usage import drive_keys
+from ..messages import DrivesUpdated, UsageUpdated
+from ..widgets.image_tree import ImageTree
+
+if TYPE_CHECKING:
+    from ..app import ChainApp
+
+
+class GraphScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape,g", "close", "Back"),
+        Binding("enter", "follow", "Highlight its drive"),
+        Binding("r", "rescan", "Rescan disk"),
+        Binding("x", "cancel_scan", "Cancel scan"),
+        Binding("delete", "cleanup", "Clean up"),
+        Binding("q", "quit", "Quit", show=False),
+    ]
+    AUTO_FOCUS = "#image-tree"
+    # how a file name is shown (snapshot tests drop their temporary directory)
+    path_text: Callable[[str], str] = staticmethod(lambda p: p)
+
+    def __init__(self, drive: tuple[str, str] | None = None) -> None:
+        super().__init__()
+        self.drive_key = drive
+
+    @property
+    def chain_app(self) -> ChainApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="graph-summary")
+        yield ImageTree(id="image-tree")
+        yield Static("", id="graph-details")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#image-tree").border_title = "Images: bases at the root, overlays as branches"
+        self.update_graph()
+        self.chain_app.usage.scan()
+
+    # -- data ------------------------------------------------------------
+    def _drive(self):  # type: ignore[no-untyped-def]
+        if self.drive_key is None:
+            return None
+        for d in self.chain_app.hub.drives.get(self.drive_key[0], []):
+            if d.name == self.drive_key[1]:
+                return d
+        return None
+
+    def update_graph(self) -> None:
+        usage = self.chain_app.usage
+        graph = usage.graph()
+        drive = self._drive()
+        path = drive_keys(drive) if drive is not None else []
+        tree = self.query_one("#image-tree", ImageTree)
+        first = not tree.rows
+        tree.set_graph(graph, path, usage.leftovers, focus_key=path[-1] if first and path else None)
+        self._summary()
+
+    def _summary(self) -> None:
+        usage = self.chain_app.usage
+        tree = self.query_one("#image-tree", ImageTree)
+        nodes = tree.graph.nodes.values()
+        live = sum(1 for n in nodes if n.live)
+        disk_only = sum(1 for n in nodes if not n.in_use)
+        drive = self._drive()
+        sel = f"[b]{escape(drive.name)}[/b] on {escape(drive.session)}" if drive else "none (enter picks one)"
+        scan = usage.state.text + (" · [b]x[/b] cancels" if usage.state.running else "")
+        self.query_one("#graph-summary", Static).update(
+            f"{len(tree.rows)} images · {live} in live chains · {disk_only} on disk only · "
+            f"highlighted chain: {sel}\n[dim]{escape(scan)}[/dim]"
+        )
+
+    def on_drives_updated(self, message: DrivesUpdated) -> None:
+        self.update_graph()
+
+    def on_usage_updated(self, message: UsageUpdated) -> None:
+        if self.chain_app.usage.state.running:
+            self._summary()
+        else:
+            self.update_graph()
+
+    def on_image_tree_highlighted(self, message: ImageTree.Highlighted) -> None:
+        details = self.query_one("#graph-details", Static)
+        key = message.key
+        graph = message.tree.graph
+        if key is None or key not in graph.nodes:
+            details.update("")
+            return
+        node = graph.nodes[key]
+        name = self.path_text(key) if key.startswith("/") else f"{node.label} (no file name)"
+        size = f"{node.format} · {human_size(node.virtual_size)} · {human_size(node.actual_size)} used"
+        users = graph.describe(key)
+        left = self.chain_app.usage.leftovers.get(key)
+        if left and not node.in_use:
+            users = left
+        kids = node.children
+        on_disk = [c for c in kids if not graph.nodes[c].in_use]
+        backing = graph.nodes[node.backing].label if node.backing in graph.nodes else (
+            os.path.basename(node.backing) + " (not scanned)" if node.backing else "none")
+        overlays = (f"{len(kids)} overlay{'s' if len(kids) != 1 else ''} ({len(on_disk)} on disk only)"
+                    if kids else "no overlays")
+        details.update(
+            f"[b]{escape(name)}[/b] · {escape(size)}\n"
+            f"used by: {escape(users)} · backing file: {escape(backing)} · {overlays}"
+        )
+
+    # -- actions ---------------------------------------------------------
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_follow(self) -> None:
+        """Highlight the chain of the drive using the image under the cursor."""
+        tree = self.query_one("#image-tree", ImageTree)
+        key = tree.highlighted
+        if key is None:
+            return
+        live = tree.graph.users(key)
+        if not live:
+            self.notify("No drive uses this image: nothing to highlight", severity="information")
+            return
+        keys = [(u.session, u.drive) for u in live]
+        nxt = keys[(keys.index(self.drive_key) + 1) % len(keys)] if self.drive_key in keys else keys[0]
+        self.drive_key = nxt
+        drive = self._drive()
+        tree.set_path(drive_keys(drive) if drive else [])
+        self._summary()
+
+    def action_rescan(self) -> None:
+        if self.chain_app.usage.state.running:
+            self.notify("A scan is running already", severity="information")
+            return
+        self.chain_app.usage.scan()
+        self._summary()
+
+    def action_cancel_scan(self) -> None:
+        if self.chain_app.usage.cancel_scan():
+            self.notify("Scan cancelled: the on-disk part of the graph is incomplete", severity="warning")
+        else:
+            self.notify("No scan is running", severity="information")
+
+    def action_cleanup(self) -> None:
+        self.chain_app.cleanup()
+
+    def action_quit(self) -> None:
+        self.chain_app.request_quit()
