@@ -329,3 +329,34 @@ async def test_cleanup_dialog_after_merge(lab, tmp_path, monkeypatch):
         await until(pilot, lambda: len(deletions()) == 2, what="audited")
     q.stop()
     same(lab, paths[-1], ref)
+
+
+# -- the command line ------------------------------------------------------
+def test_cli_users_and_chains_json(lab):
+    import json
+    import sys
+
+    base, b, c, vm2, idle, q1, q2 = shared_lab(lab)
+
+    def chaintui(*args):
+        env = dict(os.environ, XDG_CONFIG_HOME=str(lab.dir / "noconfig"))
+        return subprocess.run([sys.executable, "-m", "tui", *args], capture_output=True, text=True, timeout=60, env=env)
+
+    out = chaintui("users", str(base), str(q1.qmp), str(q2.qmp))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "drive0 on qsd1.qmp: read-only, in its backing chain" in text
+    assert "drive0 on qsd2.qmp: read-only, in its backing chain" in text
+    assert "qemu-storage" in text  # the processes holding it
+    assert f"{idle.resolve()}: on disk only" in text
+    assert f"{c.resolve()} (indirectly): drive0@qsd1.qmp rw active" in text
+    js = json.loads(chaintui("users", "--json", str(base), str(q1.qmp)).stdout)
+    assert {o["file"] for o in js["overlays"] if o["direct"]} == {str(p.resolve()) for p in (b, vm2, idle)}
+    assert len(js["processes"]) == 2
+    data = json.loads(chaintui("chains", "--json", str(q1.qmp), str(q2.qmp)).stdout)
+    chain = data["qemus"][0]["drives"][0]["chain"]
+    assert [u["qemu"] for u in chain[0]["users"]] == ["qsd1.qmp", "qsd2.qmp"]
+    assert chain[0]["overlays-on-disk"] == [str(idle.resolve())]
+    assert chain[-1]["users"][0]["active"] and chain[-1]["overlays-on-disk"] == []
+    missing = chaintui("users", str(lab.dir / "nope.qcow2"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr

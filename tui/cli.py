@@ -19,6 +19,7 @@ USAGE = """\
 chaintui --demo                 make a temporary 4-image chain, start QEMU on it, open the UI
 chaintui SOCKET [SOCKET...]     open the UI on running QEMU processes (unix path or host:port)
 chaintui chains [--json] SOCKET...   print every drive's chain and the running jobs, then exit
+chaintui users [--json] FILE [SOCKET...]   print who uses an image (drives, processes, overlays on disk)
 chaintui log [--drive D] [--job J] [--json]   print the audit trail of actions sent
 chaintui --version"""
 
@@ -49,22 +50,67 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+async def _connect_all(hub: Hub, sockets: list[str]) -> list[Any] | None:
+    """Connect to every socket and read its chains in full; None (after a message) when one fails."""
+    sessions = []
+    for sock in sockets:
+        try:
+            session = await hub.add(sock, reconnect=False)
+        except ChainTuiError as exc:
+            print(f"chaintui: {exc}", file=sys.stderr)
+            return None
+        drives = await hub.refresh(session.name)
+        while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
+            drives = await hub.refresh(session.name)
+        sessions.append(session)
+    return sessions
+
+
+async def _scan(hub: Hub, extra: list[str] = ()):  # type: ignore[assignment, no-untyped-def]
+    """Who uses what: the live chains plus the image files in their directories (and config's)."""
+    from .backend.usage import Usage
+    from .config import ConfigError, load_image_dirs
+
+    try:
+        dirs = load_image_dirs()
+    except ConfigError:
+        dirs = []
+    usage = Usage(hub, dirs + list(extra))
+    await usage.scan(usage.directories())
+    return usage, usage.graph()
+
+
 async def _chains(sockets: list[str], as_json: bool) -> int:
+    from .backend.usage import image_key
+
     hub = Hub()
     out: list[dict[str, Any]] = []
     try:
-        for sock in sockets:
-            try:
-                session = await hub.add(sock, reconnect=False)
-            except ChainTuiError as exc:
-                print(f"chaintui: {exc}", file=sys.stderr)
-                return 1
-            drives = await hub.refresh(session.name)
-            while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
-                drives = await hub.refresh(session.name)
+        sessions = await _connect_all(hub, sockets)
+        if sessions is None:
+            return 1
+        graph = (await _scan(hub))[1] if as_json else None
+        for session in sessions:
+            drives = hub.drives.get(session.name, [])
             await hub.poll(session.name)
             jobs = [j for j in hub.tracker.for_session(session.name)]
             if as_json:
+                assert graph is not None
+
+                def users(img):  # type: ignore[no-untyped-def]
+                    key = image_key(session.name, img)
+                    return {
+                        "users": [
+                            {"qemu": u.session, "drive": u.drive, "node-name": u.node_name,
+                             "read-only": u.read_only, "active": u.active}
+                            for u in graph.users(key)
+                        ],
+                        "overlays-on-disk": [
+                            k for k in (graph.nodes[key].children if key in graph.nodes else [])
+                            if not graph.nodes[k].in_use
+                        ],
+                    }
+
                 out.append(
                     {
                         "qemu": session.name,
@@ -83,6 +129,7 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
                                         "backing-file": i.backing_file,
                                         "read-only": i.read_only,
                                         "job": i.job,
+                                        **users(i),
                                     }
                                     for i in d.images
                                 ],
@@ -106,6 +153,58 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
         await hub.close()
     if as_json:
         print(json.dumps({"version": 1, "qemus": out}, indent=2))
+    return 0
+
+
+async def _users(path: str, sockets: list[str], as_json: bool) -> int:
+    """``chaintui users FILE``: drives, processes and overlays on disk that use an image."""
+    import os
+
+    from .backend.usage import processes_holding
+
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        print(f"chaintui: {path}: no such file", file=sys.stderr)
+        return 1
+    hub = Hub()
+    try:
+        if await _connect_all(hub, sockets) is None:
+            return 1
+        usage, graph = await _scan(hub, [os.path.dirname(real)])
+        procs = (await asyncio.to_thread(processes_holding, {real})).get(real, [])
+    finally:
+        await hub.close()
+    node = graph.nodes.get(real)
+    live = graph.users(real)
+    dependents = graph.dependents(real) if node else []
+    direct = node.children if node else []
+    scan = usage.state.result
+    if as_json:
+        print(json.dumps({
+            "file": real,
+            "users": [{"qemu": u.session, "drive": u.drive, "node-name": u.node_name, "read-only": u.read_only,
+                       "active": u.active} for u in live],
+            "job-target": node.target_of if node else None,
+            "processes": procs,
+            "overlays": [{"file": k, "used-by": graph.describe(k), "direct": k in direct} for k in dependents],
+            "backing-file": node.backing if node else None,
+            "scanned": scan.directories if scan else [],
+            "unreadable": scan.unreadable if scan else 0,
+        }, indent=2))
+        return 0
+    print(real + (f" ({node.format}, {human_size(node.virtual_size)}, {human_size(node.actual_size)} used)" if node else ""))
+    print("  drives:" + ("" if live else " none of the connected QEMUs (" + str(len(sockets)) + ")"))
+    for u in live:
+        role = "active image" if u.active else "in its backing chain"
+        print(f"    {u.drive} on {u.session}: {'read-write' if not u.read_only else 'read-only'}, {role}")
+    if node is not None and node.target_of:
+        print(f"  target of job {node.target_of}")
+    print("  processes on this host: " + (", ".join(procs) if procs else "none"))
+    print(f"  images backing onto it: {len(dependents)}" + ("" if dependents else " (in the directories scanned)"))
+    for k in dependents:
+        print(f"    {k}{'' if k in direct else ' (indirectly)'}: {graph.describe(k)}")
+    if scan is not None:
+        print(f"  scanned: {scan.summary()}")
     return 0
 
 
@@ -156,6 +255,26 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv[1:])
         try:
             return asyncio.run(_chains(args.sockets, args.json))
+        except KeyboardInterrupt:
+            return 130
+    if argv and argv[0] == "users":
+        p = argparse.ArgumentParser(prog="chaintui users",
+                                    description="Print who uses an image: drives, processes, overlays on disk.")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("file", metavar="FILE")
+        p.add_argument("sockets", nargs="*", metavar="SOCKET", help="QMP sockets (default: config.toml endpoints)")
+        args = p.parse_args(argv[1:])
+        sockets = list(args.sockets)
+        if not sockets:
+            from .config import ConfigError, load_endpoints
+
+            try:
+                sockets = [e.address for e in load_endpoints()]
+            except ConfigError as exc:
+                print(f"chaintui: {exc}", file=sys.stderr)
+                return 2
+        try:
+            return asyncio.run(_users(args.file, sockets, args.json))
         except KeyboardInterrupt:
             return 130
     if argv and argv[0] == "log":
