@@ -49,6 +49,8 @@ class GraphScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.drive_key is None and self.chain_app.hub.all_drives():
+            self.drive_key = self.chain_app.hub.all_drives()[0].key
         self.query_one("#image-tree").border_title = "Images: bases at the root, overlays as branches"
         self.update_graph()
         self.chain_app.usage.scan()
@@ -79,11 +81,11 @@ class GraphScreen(Screen[None]):
         live = sum(1 for n in nodes if n.live)
         disk_only = sum(1 for n in nodes if not n.in_use)
         drive = self._drive()
-        sel = f"[b]{escape(drive.name)}[/b] on {escape(drive.session)}" if drive else "none (enter picks one)"
+        sel = f"[b]{escape(drive.name)}[/b] on {escape(drive.session)}" if drive else "no drive (enter picks one)"
         scan = usage.state.text + (" · [b]x[/b] cancels" if usage.state.running else "")
         self.query_one("#graph-summary", Static).update(
-            f"{len(tree.rows)} images · {live} in live chains · {disk_only} on disk only · "
-            f"highlighted chain: {sel}\n[dim]{escape(scan)}[/dim]"
+            f"{len(tree.rows)} images · {live} live · {disk_only} on disk only · chain of {sel}\n"
+            f"[dim]on disk: {escape(scan)}[/dim]"
         )
 
     def on_drives_updated(self, message: DrivesUpdated) -> None:

@@ -149,7 +149,7 @@ class ImageTree(ScrollView, can_focus=True):
         return self.rows[min(self.cursor, len(self.rows) - 1)].key
 
     def _resize_virtual(self) -> None:
-        self.virtual_size = Size(max(self.size.width, 20), max(1, len(self.rows)))
+        self.virtual_size = Size(0, max(1, len(self.rows)))  # as wide as the view: no horizontal scroll
 
     # -- cursor ----------------------------------------------------------
     def move_to(self, index: int) -> None:
@@ -222,9 +222,12 @@ class ImageTree(ScrollView, can_focus=True):
         key = (index, index == self.cursor, width)
         strip = self._cache.get(key)
         if strip is None:
-            strip = Strip(self._render_row(index, width)).crop_extend(0, width, base)
+            segs = self._render_row(index, width)
             if index == self.cursor:
-                strip = strip.apply_style(self.get_component_rich_style("image-tree--cursor"))
+                cur = self.get_component_rich_style("image-tree--cursor")
+                segs = [Segment(t, (st or Style()) + cur) for t, st, _ in segs]
+                base = base + cur
+            strip = Strip(segs).crop_extend(0, width, base)
             self._cache[key] = strip
         return strip
 
@@ -258,9 +261,12 @@ class ImageTree(ScrollView, can_focus=True):
             Segment(" " * max(1, label_w - len(row.lead) - 2 - len(name) + 1)),
         ]
         used = human_size(node.actual_size) if node.actual_size is not None else "?"
-        size = f"{human_size(node.virtual_size)} {used:>9} " if node.virtual_size else f"{'':>19}"
-        segs.append(Segment(f"{node.format:<5} {size:>19} ", st("image-tree--meta")))
+        size = f"{human_size(node.virtual_size):>9} {used:>9} " if node.virtual_size else " " * 20
+        fmt = f"{node.format:<6}" if width >= 100 else ""
+        segs.append(Segment(f"{fmt}{size}", st("image-tree--meta")))
         if node.live:
+            if len(node.live) > 1:
+                segs.append(Segment(f"{len(node.live)} drives: ", st("image-tree--meta")))
             for i, use in enumerate(node.live[:3]):
                 if i:
                     segs.append(Segment(", ", st("image-tree--meta")))
