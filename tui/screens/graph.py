@@ -10,7 +10,7 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ..backend.ops import human_size
 from ..backend.usage import drive_keys
@@ -19,6 +19,12 @@ from ..widgets.image_tree import ImageTree
 
 if TYPE_CHECKING:
     from ..app import ChainApp
+
+
+KEYS = (
+    "[b]↑↓[/b] move  [b]enter[/b] highlight its drive's chain  [b]r[/b] rescan disk  [b]x[/b] cancel scan  "
+    "[b]del[/b] clean up  [b]esc[/b] back"
+)
 
 
 class GraphScreen(Screen[None]):
@@ -46,7 +52,8 @@ class GraphScreen(Screen[None]):
         yield Static("", id="graph-summary")
         yield ImageTree(id="image-tree")
         yield Static("", id="graph-details")
-        yield Footer()
+        # a plain line of keys: Textual's Footer costs ~100 ms to build on every push of this screen
+        yield Static(KEYS, id="graph-keys")
 
     def on_mount(self) -> None:
         if self.drive_key is None and self.chain_app.hub.all_drives():

@@ -258,7 +258,7 @@ class ImageTree(ScrollView, can_focus=True):
             Segment(" " + row.lead, st("image-tree--guide")),
             Segment(glyph + " ", glyph_style),
             Segment(name, label_style),
-            Segment(" " * max(1, label_w - len(row.lead) - 2 - len(name) + 1)),
+            Segment(" " * max(1, label_w - len(row.lead) - 2 - len(name) + 1), st("image-tree--guide")),
         ]
         used = human_size(node.actual_size) if node.actual_size is not None else "?"
         size = f"{human_size(node.virtual_size):>9} {used:>9} " if node.virtual_size else " " * 20
