@@ -300,6 +300,13 @@ async def test_graph_screen_keys_commit_override_and_cleanup(lab, tmp_path, monk
         assert "commit anyway" in str(dlg.query_one("#preview").render()).lower()
         await press(pilot, "escape")
 
+        # the merge dialog: the images below stay untouched, the shared ones usable
+        await press(pilot, "home", "s")
+        dlg = await dialog(pilot, app)
+        preview = str(dlg.query_one("#preview").render())
+        assert "stay untouched" in preview and "stay usable" in preview and "idle.qcow2" in preview
+        await press(pilot, "escape")
+
         # no leftovers yet: the Delete key says so
         await press(pilot, "delete")
         assert not isinstance(app.screen, CleanupDialog)

@@ -97,6 +97,7 @@ class GraphScreen(Screen[None]):
 
     def on_drives_updated(self, message: DrivesUpdated) -> None:
         self.update_graph()
+        self.chain_app.usage.scan()  # a new file or directory in a chain: read it (the rest is cached)
 
     def on_usage_updated(self, message: UsageUpdated) -> None:
         if self.chain_app.usage.state.running:

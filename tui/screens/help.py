@@ -33,6 +33,8 @@ bottom: the base (no backing file) first, the active image last.
 | `t` | the raw QMP traffic of the job: commands sent, events received |
 | `l` | show / hide the event log |
 | `r` | re-read every chain |
+| `g` | the **image graph**: every image of every QEMU and on disk, who uses it |
+| `delete` | **clean up** images that left a chain: checked, listed with their size, confirmed |
 | `ctrl+p` | command palette: every action by name |
 | `?` | this help |
 | `q` | quit (jobs go on inside QEMU) |
