@@ -205,6 +205,8 @@ class ChainApp(App[int]):
             "unlimit": "Lift the highlighted job's speed limit",
             "traffic": "Show the raw QMP traffic of the highlighted job",
             "write_blocking": "Switch the highlighted mirror to copy-mode write-blocking (QEMU 8.2+)",
+            "graph": "The image graph: every image of every QEMU and on disk, and who uses it",
+            "cleanup": "Delete images that left a chain and that nothing else uses (checked, confirmed)",
             "toggle_log": "Show or hide the event log",
             "refresh": "Re-read every chain from QEMU",
             "help": "Keys and what each operation does",

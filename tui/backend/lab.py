@@ -241,6 +241,7 @@ class Lab:
         drives: list[str] | None = None,
         name: str | None = None,
         named_nodes: bool = False,
+        timeout: float = 10.0,
     ) -> LabQemu:
         """Serve images with QMP on a unix socket and an NBD export of each drive.
 
@@ -301,13 +302,13 @@ class Lab:
             )
         q = LabQemu(kind, proc, qmp, nbd, list(drives), logf, ctl, spare)
         self.processes.append(q)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while not (qmp.exists() and ctl.exists() and spare.exists()):
             if proc.poll() is not None:
                 raise LabError(f"{args[0]} exited with {proc.returncode}: {logf.read_text(errors='replace').strip()}")
             if time.monotonic() > deadline:
                 q.kill()
-                raise LabError(f"{args[0]} did not open its QMP socket within 10 s")
+                raise LabError(f"{args[0]} did not open its QMP socket within {timeout:g} s")
             time.sleep(0.005)
         if kind == "system":
             self._export_system(q)

@@ -624,6 +624,16 @@ class Usage:
         self._task = asyncio.ensure_future(run())
         return self._task
 
+    async def ensure(self, directories: Iterable[str] | None = None) -> ScanResult:
+        """A complete scan that covers ``directories`` (default: every chain's): the one that
+        runs if it does, else a new one (a cancelled or narrower scan is not enough)."""
+        want = {os.path.realpath(d) for d in (directories if directories is not None else self.directories())}
+        for _ in range(3):
+            result = await self.scan(want | set(self.directories()))
+            if not result.cancelled and want <= set(result.directories):
+                return result
+        return result
+
     def cancel_scan(self) -> bool:
         if self._cancel is not None and self.state.running:
             self._cancel.set()

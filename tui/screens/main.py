@@ -45,7 +45,7 @@ class MainScreen(Screen[None]):
         Binding("w", "write_blocking", "Write-blocking", show=False),
         Binding("t", "traffic", "QMP traffic", show=False),
         Binding("d", "dismiss", "Dismiss"),
-        Binding("g", "graph", "Image graph"),
+        Binding("g", "graph", "Graph"),
         Binding("delete", "cleanup", "Clean up", show=False),
         Binding("l", "toggle_log", "Log", show=False),
         Binding("r", "refresh", "Refresh", show=False),
@@ -262,7 +262,7 @@ class MainScreen(Screen[None]):
             # every overlay of the base, live or on disk, is known before the dialog opens
             if usage.state.running or usage.state.result is None:
                 self.notify("Reading the image files next to the chains first…", title="Commit")
-            await usage.scan()
+            await usage.ensure()
             graph = usage.graph()
             shared = describe_dependents(graph, shared_with_others(graph, drive, image_key(drive.session, img)))
             self._open_commit(drive, img, index, shared)
