@@ -1,4 +1,7 @@
-"""``~/.config/chaintui/config.toml``: named QMP endpoints opened by a bare ``chaintui``.
+"""``~/.config/chaintui/config.toml``: named QMP endpoints opened by a bare ``chaintui``,
+and the directories of images the image graph reads besides the chains' own.
+
+    image_dirs = ["/var/lib/libvirt/images"]   # optional; top level, before any [[endpoint]]
 
     [[endpoint]]
     name = "vm1"                       # optional: how the drives panel calls it
@@ -28,14 +31,19 @@ def config_path() -> Path:
     return Path(base) / "chaintui" / "config.toml"
 
 
-def load_endpoints(path: Path | None = None) -> list[Endpoint]:
-    path = path or config_path()
+def _read(path: Path) -> dict:  # type: ignore[type-arg]
+    """The parsed file ({} when there is none); ConfigError when it cannot be read or parsed."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return []
+        return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_endpoints(path: Path | None = None) -> list[Endpoint]:
+    path = path or config_path()
+    data = _read(path)
     out = []
     for i, entry in enumerate(data.get("endpoint", [])):
         if not isinstance(entry, dict) or not isinstance(entry.get("address"), str) or not entry["address"].strip():
@@ -48,13 +56,7 @@ def load_endpoints(path: Path | None = None) -> list[Endpoint]:
 def load_image_dirs(path: Path | None = None) -> list[str]:
     """``image_dirs = ["/var/lib/libvirt/images"]``: directories the on-disk scan also reads."""
     path = path or config_path()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    dirs = data.get("image_dirs", [])
+    dirs = _read(path).get("image_dirs", [])
     if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
         raise ConfigError(f"{path}: image_dirs must be a list of directory names")
     return [os.path.expanduser(d) for d in dirs if d.strip()]
