@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,7 @@ class MainScreen(Screen[None]):
         Binding("w", "write_blocking", "Write-blocking", show=False),
         Binding("t", "traffic", "QMP traffic", show=False),
         Binding("d", "dismiss", "Dismiss"),
-        Binding("g", "graph", "Graph"),
+        Binding("g", "graph", "Graph", show=False),
         Binding("delete", "cleanup", "Clean up", show=False),
         Binding("l", "toggle_log", "Log", show=False),
         Binding("r", "refresh", "Refresh", show=False),
@@ -260,9 +261,11 @@ class MainScreen(Screen[None]):
 
         async def open_dialog() -> None:
             # every overlay of the base, live or on disk, is known before the dialog opens
-            if usage.state.running or usage.state.result is None:
-                self.notify("Reading the image files next to the chains first…", title="Commit")
-            await usage.ensure()
+            scan = asyncio.ensure_future(usage.ensure())
+            done, _ = await asyncio.wait({scan}, timeout=0.5)
+            if not done:
+                self.notify(f"Reading the image files next to the chains first ({usage.state.text})…", title="Commit")
+            await scan
             graph = usage.graph()
             shared = describe_dependents(graph, shared_with_others(graph, drive, image_key(drive.session, img)))
             self._open_commit(drive, img, index, shared)
