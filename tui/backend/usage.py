@@ -445,6 +445,7 @@ class Candidate:
     path: str
     left: str  # "no longer used by DRIVE on QEMU"
     size: int = 0  # bytes it frees (allocated blocks)
+    drive: tuple[str, str] | None = None  # (QEMU, drive) whose chain it left
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -578,6 +579,7 @@ class Usage:
         self.scanner = scanner or DiskScanner()
         self.state = ScanState()
         self.leftovers: dict[str, str] = {}  # real path -> "no longer used by DRIVE on QEMU"
+        self.left_by: dict[str, tuple[str, str]] = {}  # real path -> (QEMU, drive) whose chain it left
         self._chains: dict[tuple[str, str], set[str]] = {}
         self._cancel: threading.Event | None = None
         self._task: asyncio.Task[ScanResult] | None = None
@@ -671,6 +673,7 @@ class Usage:
                 left_now.append((d.name, gone))
                 for k in gone:
                     self.leftovers[k] = f"no longer used by {d.name} on {session}"
+                    self.left_by[k] = d.key
         if left_now:
             in_use = self.hub.files_in_use()
             for name, gone in left_now:
@@ -685,7 +688,7 @@ class Usage:
             self._changed()
 
     def candidates(self) -> list[Candidate]:
-        return [Candidate(p, why) for p, why in sorted(self.leftovers.items())]
+        return [Candidate(p, why, drive=self.left_by.get(p)) for p, why in sorted(self.leftovers.items())]
 
     def check(self, candidates: list[Candidate]) -> Any:
         """A coroutine: the checks in a worker thread."""
@@ -694,7 +697,7 @@ class Usage:
 
     async def delete(self, candidates: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
         """Check again, then delete what passes; (deleted, refused).  Each deletion is audited."""
-        checked = await self.check([Candidate(c.path, c.left) for c in candidates])
+        checked = await self.check([Candidate(c.path, c.left, drive=c.drive) for c in candidates])
         deleted, refused = [], []
         for c in checked:
             if not c.deletable:
@@ -708,10 +711,10 @@ class Usage:
                 continue
             deleted.append(c)
             self.leftovers.pop(c.path, None)
-            self.hub.note(f"deleted {c.path} ({c.left}; freed {c.size} bytes)", "", "action")
+            qemu, drive = c.drive or ("", None)
+            self.hub.note(f"deleted {c.path} ({c.left}; freed {c.size} bytes)", qemu, "action")
             if self.hub.audit is not None:
-                self.hub.audit.record("localhost", "", "delete-image", {"file": c.path, "bytes": c.size},
-                                      drive=c.left.removeprefix("no longer used by ").split(" on ")[0])
+                self.hub.audit.record("localhost", qemu, "delete-image", {"file": c.path, "bytes": c.size}, drive=drive)
         if deleted:
             self._changed()
         return deleted, refused
