@@ -298,7 +298,13 @@ async def test_graph_screen_keys_commit_override_and_cleanup(lab, tmp_path, monk
         dlg.query_one("#field-override").value = True
         await until(pilot, lambda: dlg.plan is not None, what="override accepted")
         assert "commit anyway" in str(dlg.query_one("#preview").render()).lower()
-        await press(pilot, "escape")
+        # sent with the override: audited first; QEMU's own lock still refuses while qsd2 runs
+        hub.audit = AuditLog(tmp_path / "audit.jsonl")
+        await press(pilot, "ctrl+s")
+        await until(pilot, lambda: len(list(hub.audit.read())) == 2, what="audited")
+        first, second = hub.audit.read()
+        assert first["command"] == "override-shared-image-refusal" and len(first["arguments"]["images"]) == 2
+        assert second["command"] == "block-commit" and not second["ok"] and "lock" in second["error"]["desc"]
 
         # the merge dialog: the images below stay untouched, the shared ones usable
         await press(pilot, "home", "s")
