@@ -21,7 +21,6 @@ from tui.backend.errors import QMPCommandError, ValidationError
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab, run
 from tui.backend.usage import (
-    Candidate,
     DiskScanner,
     ImageGraph,
     Usage,
