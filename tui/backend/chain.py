@@ -143,18 +143,17 @@ def build_drives(
             for _, child in children[nid]:
                 held_by.setdefault(child, node["name"])
 
-    # Device names: a block-backend's name (-drive id), or query-block's
-    # device/qdev for the node at its root.
-    device_of_root: dict[str, tuple[str, bool]] = {}
+    # Device names: (name shown, block-backend name or None) for the node at a root.
+    # Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name).
+    device_of_root: dict[str, tuple[str, str | None]] = {}
     for dev in block or []:
         inserted = dev.get("inserted") or {}
         root = inserted.get("node-name")
         if not root:
             continue
-        if dev.get("device"):
-            device_of_root[root] = (dev["device"], True)
-        elif dev.get("qdev"):
-            device_of_root[root] = (dev["qdev"].rstrip("/").split("/")[-1], False)
+        shown = qdev_id(dev.get("qdev")) or dev.get("device") or None
+        if shown:
+            device_of_root[root] = (shown, dev.get("device") or None)
     export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
 
     def driver(nid: int) -> str:
@@ -240,7 +239,7 @@ def build_drives(
         dev = device_of_root.get(root_name) or device_of_root.get(top_name)
         export = export_of_node.get(root_name) or export_of_node.get(top_name)
         if dev and dev[1]:
-            name, device, has_device = dev[0], dev[0], True
+            name, device, has_device = dev[0], dev[1], True
         elif dev:
             name, device, has_device = dev[0], top_name, False
         elif export:
@@ -278,7 +277,41 @@ def build_drives(
             continue
         drives.append(d)
     drives.sort(key=lambda d: d.name)
+    _unique_names(drives)
     return drives, targets
+
+
+def qdev_id(qdev: str | None) -> str | None:
+    """The id an operator gave a device (``-device ...,id=virtio-disk0``) from query-block's ``qdev``.
+
+    ``/machine/peripheral/virtio-disk0/virtio-backend`` -> ``virtio-disk0``; a device without an id
+    (``/machine/peripheral-anon/device[0]/...``) has none; old QEMU reports the bare id.
+    """
+    if not qdev:
+        return None
+    if not qdev.startswith("/"):
+        return qdev
+    parts = qdev.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "machine" and parts[1] == "peripheral":
+        return parts[2]
+    return None
+
+
+def _unique_names(drives: list[Drive]) -> None:
+    """Never two drives with one name: a repeated name gets its root node name appended."""
+    seen: dict[str, int] = {}
+    for d in drives:
+        seen[d.name] = seen.get(d.name, 0) + 1
+    taken = {d.name for d in drives}
+    for d in drives:
+        if seen[d.name] > 1:
+            new = f"{d.name}({d.root_node})"
+            n = 2
+            while new in taken:
+                new = f"{d.name}({d.root_node})#{n}"
+                n += 1
+            taken.add(new)
+            d.name = new
 
 
 BIG_GRAPH = 100  # nodes; above this, per-node details are re-read at most every NODE_INFO_MAX_AGE

@@ -73,7 +73,9 @@ def image_names(n: int) -> list[str]:
 class LabQemu:
     """One QEMU process the lab started, serving one or more drives."""
 
-    kind: str  # "qsd" (qemu-storage-daemon) or "system" (qemu-system-x86_64 -M none)
+    kind: str  # "qsd" (qemu-storage-daemon), "system" (qemu-system-x86_64 -M none),
+    # "libvirt" (q35, -blockdev chains with libvirt's node names, -device virtio-blk-pci,id=virtio-diskN)
+    # or "q35" (q35, -drive + -device virtio-blk-pci,drive=driveN,id=virtio-diskN)
     proc: subprocess.Popen[bytes]
     qmp: Path
     nbd: Path | None
@@ -286,11 +288,27 @@ class Lab:
             ]
             for drive, node in zip(drives, top_nodes):
                 args += ["--export", f"type=nbd,id={drive},node-name={node},name={drive},writable=on"]
-        elif kind == "system":
-            args = ["qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none", "-accel", "tcg"]
-            for top, drive in zip(tops, drives):
-                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
-                args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
+        elif kind in ("system", "libvirt", "q35"):
+            machine = "none" if kind == "system" else "q35"
+            args = ["qemu-system-x86_64", "-M", machine, "-nodefaults", "-display", "none", "-accel", "tcg"]
+            if kind != "system":
+                args.append("-S")  # the CPUs never run: no firmware, no guest writes
+            if kind == "libvirt":
+                counter = 0
+                for i, top in enumerate(tops):
+                    specs, counter = self._libvirt_blockdevs(Path(top), counter)
+                    for spec in specs:
+                        args += ["-blockdev", json.dumps(spec)]
+                    args += ["-device", f"virtio-blk-pci,drive={specs[-1]['node-name']},id=virtio-disk{i},share-rw=on"]
+                drives = [f"virtio-disk{i}" for i in range(len(tops))]
+            else:
+                for i, (top, drive) in enumerate(zip(tops, drives)):
+                    fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                    args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
+                    if kind == "q35":
+                        args += ["-device", f"virtio-blk-pci,drive={drive},id=virtio-disk{i},share-rw=on"]
+                if kind == "q35":
+                    drives = [f"virtio-disk{i}" for i in range(len(tops))]
             for sock in (qmp, ctl, spare):
                 args += ["-qmp", f"unix:{_keyval(sock)},server=on,wait=off"]
         else:
@@ -310,9 +328,31 @@ class Lab:
                 q.kill()
                 raise LabError(f"{args[0]} did not open its QMP socket within {timeout:g} s")
             time.sleep(0.005)
-        if kind == "system":
+        if kind != "qsd":
             self._export_system(q)
         return q
+
+    def _libvirt_blockdevs(self, top: Path, counter: int) -> tuple[list[dict], int]:
+        """A chain as libvirt opens it: one ``-blockdev`` per layer and per file, bottom first,
+        named ``libvirt-N-storage`` (the file) and ``libvirt-N-format`` (the image)."""
+        chain = self.info(top)  # top first
+        specs: list[dict] = []
+        below: str | None = None
+        for depth, entry in enumerate(reversed(chain)):
+            n = counter + len(chain) - depth  # the top gets the lowest number of its disk, as libvirt numbers a fresh domain
+            filename = entry["filename"]
+            if not os.path.isabs(filename):
+                filename = str(Path(self.dir, filename).resolve())
+            is_top = depth == len(chain) - 1
+            specs.append({"driver": "file", "filename": filename, "node-name": f"libvirt-{n}-storage",
+                          "auto-read-only": True, "discard": "unmap"})
+            fmt: dict = {"node-name": f"libvirt-{n}-format", "read-only": not is_top, "driver": entry["format"],
+                         "file": f"libvirt-{n}-storage"}
+            if entry["format"] != "raw":
+                fmt["backing"] = below
+            specs.append(fmt)
+            below = fmt["node-name"]
+        return specs, counter + len(chain)
 
     def _blockdev_spec(self, top: Path) -> dict:
         """Every image of the chain opened with a readable node name (its file's stem)."""
@@ -357,7 +397,12 @@ class Lab:
             f.readline()
             cmd("qmp_capabilities")
             cmd("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
-            block = {d["device"]: d for d in cmd("query-block")}
+            block = {}
+            for d in cmd("query-block"):
+                block[d["device"]] = d
+                qdev = d.get("qdev") or ""
+                if qdev.startswith("/machine/peripheral/"):
+                    block[qdev.split("/")[3]] = d
             for drive in q.drives:
                 node = block[drive]["inserted"]["node-name"]
                 cmd("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive, "writable": True})
