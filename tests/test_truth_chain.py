@@ -8,7 +8,7 @@ import sys
 
 from tui.widgets import DrivesPanel
 
-from .conftest import chain_of, connect, wait_for
+from .conftest import MiB, chain_of, connect, wait_for
 from .fixtures_vm import drive_vm, libvirt_vm, start_vm  # noqa: F401 - fixtures
 from .uihelp import graph, main, running_app, until
 
@@ -48,3 +48,60 @@ def test_chains_cli_prints_device_ids(libvirt_vm):
     assert lines[0].startswith("virtio-disk0: [d0-A.qcow2]")
     assert lines[1] == "virtio-disk1: [d1-A.qcow2] -> [d1-B.qcow2]"
     assert "virtio-backend" not in out.stdout
+
+
+# -- defect 4: a chain changed by another tool ------------------------------------
+async def other_client(q, *commands):
+    """Play "another tool": a second QMP monitor of the same QEMU."""
+    from qemu.qmp import QMPClient
+
+    c = QMPClient("other-tool")
+    await c.connect(str(q.spare))
+    try:
+        return [await c.execute(cmd, args) for cmd, args in commands]
+    finally:
+        await c.disconnect()
+
+
+async def test_snapshots_by_another_tool_appear_without_a_key(lab, libvirt_vm):
+    vm = libvirt_vm
+    d = vm.disks[0][-1].parent
+    async with running_app([vm.qmp]) as (app, pilot):
+        assert [i.label for i in graph(app).drive.images][-1] == "d0-D.qcow2"
+        await pilot.press("m")  # the mirror dialog is open while the other tool works
+        dlg = await until(pilot, lambda: type(app.screen).__name__ == "PlanDialog" and app.screen, what="dialog")
+        assert "[d0-D.qcow2]" in str(dlg.query_one("#preview").render())
+        await other_client(
+            vm.q,
+            ("blockdev-snapshot-sync", {"node-name": "libvirt-1-format", "snapshot-file": str(d / "E.qcow2"),
+                                        "snapshot-node-name": "snap-e", "format": "qcow2"}),
+            ("blockdev-snapshot-sync", {"node-name": "snap-e", "snapshot-file": str(d / "F.qcow2"),
+                                        "snapshot-node-name": "snap-f", "format": "qcow2"}),
+        )
+        loop = __import__("asyncio").get_running_loop()
+        t0 = loop.time()
+        # no key pressed: the watch notices the new structure on its own
+        await until(pilot, lambda: [i.label for i in graph(app).drive.images][-2:] == ["E.qcow2", "F.qcow2"],
+                    timeout=4, what="the two snapshots on screen")
+        seen_after = loop.time() - t0
+        preview = str(dlg.query_one("#preview").render())
+        assert "chain changed" in preview
+        assert "[d0-D.qcow2] -> [E.qcow2] -> [F.qcow2]" in preview  # Before is the chain as it is now
+        assert seen_after < 4
+        await pilot.press("escape")
+    vm.q.stop()
+    ok, msg = lab.compare(d / "F.qcow2", vm.refs[0])
+    assert ok, msg
+
+
+async def test_hub_notices_a_snapshot_on_qsd_without_an_event(lab, hub):
+    paths = lab.make_chain(3, 16 * MiB)
+    q = lab.start(paths[-1])
+    s = await connect(hub, q)
+    checks = hub.structure_checks
+    await wait_for(lambda: hub.structure_checks > checks, what="a structure check with nothing changed")
+    assert [i.label for i in hub.drive(s.name, "drive0").images] == ["A.qcow2", "B.qcow2", "C.qcow2"]
+    await other_client(q, ("blockdev-snapshot-sync", {"node-name": "C", "snapshot-file": str(lab.dir / "S.qcow2"),
+                                                      "snapshot-node-name": "S", "format": "qcow2"}))
+    await wait_for(lambda: [i.label for i in hub.drive(s.name, "drive0").images][-1] == "S.qcow2", timeout=5,
+                   what="the snapshot in the hub's chain")

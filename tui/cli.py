@@ -83,7 +83,7 @@ async def _scan(hub: Hub, extra: list[str] = ()):  # type: ignore[assignment, no
 async def _chains(sockets: list[str], as_json: bool) -> int:
     from .backend.usage import image_key
 
-    hub = Hub()
+    hub = Hub(watch_interval=0)  # one look, no watching
     out: list[dict[str, Any]] = []
     try:
         sessions = await _connect_all(hub, sockets)
@@ -166,7 +166,7 @@ async def _users(path: str, sockets: list[str], as_json: bool) -> int:
     if not os.path.isfile(real):
         print(f"chaintui: {path}: no such file", file=sys.stderr)
         return 1
-    hub = Hub()
+    hub = Hub(watch_interval=0)  # one look, no watching
     try:
         if await _connect_all(hub, sockets) is None:
             return 1

@@ -314,6 +314,17 @@ def _unique_names(drives: list[Drive]) -> None:
             d.name = new
 
 
+def graph_signature(graph: dict[str, Any]) -> tuple[Any, ...]:
+    """The structure of a block graph by names (QEMU's node ids are not stable between answers):
+    which nodes exist (type, name) and which child each holds in which role."""
+    nodes = {n["id"]: (n.get("type", ""), n.get("name", "")) for n in graph.get("nodes", [])}
+    edges = sorted(
+        (nodes.get(e["parent"], ("", "?")), e.get("name", ""), nodes.get(e["child"], ("", "?")))
+        for e in graph.get("edges", [])
+    )
+    return (tuple(sorted(nodes.values())), tuple(edges))
+
+
 BIG_GRAPH = 100  # nodes; above this, per-node details are re-read at most every NODE_INFO_MAX_AGE
 NODE_INFO_MAX_AGE = 5.0
 
@@ -329,6 +340,7 @@ class NodeInfoCache:
     """
 
     def __init__(self) -> None:
+        self.signature: tuple[Any, ...] | None = None  # the structure the drives were last built from
         self.entries: dict[str, dict[str, Any]] = {}
         self.at = float("-inf")
         self.queries = 0
@@ -366,6 +378,8 @@ async def query_drives(
     import time
 
     graph = await session.execute("x-debug-query-block-graph")
+    if cache is not None:
+        cache.signature = graph_signature(graph)
     if cache is None:
         named = await session.execute("query-named-block-nodes", {"flat": True})
     else:

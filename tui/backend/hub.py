@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audit import AuditLog
-from .chain import Drive, JobTarget, NodeInfoCache, query_drives
+from .chain import Drive, JobTarget, NodeInfoCache, graph_signature, query_drives
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
 from .ops import Plan, make_id, make_node_name
@@ -27,6 +27,10 @@ from .session import QemuSession, SessionState, address_warning
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # query-block-jobs while jobs run: 5 per second
+# Another tool (a second monitor, libvirt) can change a chain without any event: the
+# structure (x-debug-query-block-graph alone) is compared this often, and the drives are
+# re-read in full only when it changed.
+WATCH_INTERVAL = 1.0
 
 
 # -- what listeners hear ---------------------------------------------------
@@ -60,7 +64,11 @@ Listener = Callable[[Change], None]
 
 
 class Hub:
-    def __init__(self, poll_interval: float = POLL_INTERVAL, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, poll_interval: float = POLL_INTERVAL, audit: AuditLog | None = None, watch_interval: float = WATCH_INTERVAL
+    ) -> None:
+        self.watch_interval = watch_interval  # 0: no structure watch (chaintui chains)
+        self._watchers: dict[str, asyncio.Task[None]] = {}
         self.audit = audit
         self.sessions: dict[str, QemuSession] = {}
         self.drives: dict[str, list[Drive]] = {}
@@ -74,6 +82,9 @@ class Hub:
         self._refresh_dirty: set[str] = set()
         self._poll_count: dict[str, int] = {}
         self.node_info: dict[str, NodeInfoCache] = {}
+        self._checks: dict[str, asyncio.Task[None]] = {}
+        self.structure_checks = 0
+        self.last_check_ms: dict[str, float] = {}
         self._closed = False
 
     # -- listeners -------------------------------------------------------
@@ -136,6 +147,7 @@ class Hub:
             self.note(f"{what} to {session.address_text}", session.name)
             self.schedule_refresh(session.name)
             self._ensure_poller(session.name, force=True)
+            self._ensure_watcher(session.name)
         elif session.state is SessionState.LOST:
             self.note(f"connection lost: {session.last_error}; retrying", session.name, "error")
             changed = self.tracker.on_lost(session.name)
@@ -158,6 +170,8 @@ class Hub:
                 "null",
             ):
                 self.schedule_refresh(session.name)
+            else:
+                self.schedule_check(session.name)
             if name == "BLOCK_JOB_ERROR":
                 self._emit(
                     LogEntry(
@@ -171,6 +185,7 @@ class Hub:
             self._ensure_poller(session.name)
         elif name not in ("RTC_CHANGE",):
             self._emit(LogEntry(name, session.name, "event", data=event))
+            self.schedule_check(session.name)  # any event may come with a graph change
 
     # -- refresh ---------------------------------------------------------
     def schedule_refresh(self, session: str) -> None:
@@ -224,6 +239,62 @@ class Hub:
         if any(img.partial for d in drives for img in d.images):
             self.schedule_refresh(session)  # a sketch: now the details
         return drives
+
+    # -- watching for changes made by others -----------------------------
+    def _ensure_watcher(self, session: str) -> None:
+        if self._closed or self.watch_interval <= 0:
+            return
+        task = self._watchers.get(session)
+        if task is None or task.done():
+            self._watchers[session] = asyncio.create_task(self._watch_loop(session))
+
+    async def _watch_loop(self, session: str) -> None:
+        try:
+            while not self._closed:
+                # a big graph (47 ms a look at 1000 images) is looked at half as often
+                slow = self.last_check_ms.get(session, 0.0) > 25
+                await asyncio.sleep(self.watch_interval * (2 if slow else 1))
+                sess = self.sessions.get(session)
+                if sess is None or not sess.connected:
+                    return
+                try:
+                    await self.check_structure(session)
+                except ChainTuiError:
+                    continue  # lost: the next connect starts a new watcher; refused: try again
+        except asyncio.CancelledError:
+            pass
+
+    def schedule_check(self, session: str) -> None:
+        if self._closed or session not in self.sessions:
+            return
+        task = self._checks.get(session)
+        if task is None or task.done():
+            self._checks[session] = asyncio.create_task(self._check_quietly(session))
+
+    async def _check_quietly(self, session: str) -> None:
+        try:
+            await self.check_structure(session)
+        except ChainTuiError:
+            pass
+
+    async def check_structure(self, session: str) -> bool:
+        """Compare the block graph's structure with the one the drives were built from;
+        re-read the drives when it changed (True).  One cheap query when nothing changed."""
+        task = self._refreshers.get(session)
+        if session in self._refresh_dirty or (task is not None and not task.done()):
+            return False  # a refresh is on its way anyway
+        sess = self.sessions.get(session)
+        cache = self.node_info.get(session)
+        if sess is None or cache is None or cache.signature is None:
+            return False
+        started = time.perf_counter()
+        graph = await sess.execute("x-debug-query-block-graph")
+        self.structure_checks += 1
+        self.last_check_ms[session] = (time.perf_counter() - started) * 1000
+        if graph_signature(graph) == cache.signature:
+            return False
+        self.schedule_refresh(session)
+        return True
 
     async def refresh_all(self) -> None:
         for name, sess in list(self.sessions.items()):
@@ -549,9 +620,10 @@ class Hub:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._pollers.values()) + list(self._refreshers.values()):
+        tasks = [*self._pollers.values(), *self._refreshers.values(), *self._watchers.values(), *self._checks.values()]
+        for task in tasks:
             task.cancel()
-        for task in list(self._pollers.values()) + list(self._refreshers.values()):
+        for task in tasks:
             try:
                 await task
             except BaseException:  # noqa: BLE001

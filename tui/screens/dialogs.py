@@ -73,6 +73,9 @@ class PlanDialog(ModalScreen[Plan | None]):
         self.focus_field = focus or (fields[0][0] if fields else None)
         self.plan: Plan | None = None
         self.error: ValidationError | None = None
+        # the drive's chain as QEMU has it now (set by the screen that opens the dialog)
+        self.chain_now: Callable[[], str] | None = None
+        self.chain_at_open: str | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
@@ -98,6 +101,8 @@ class PlanDialog(ModalScreen[Plan | None]):
             yield Static(f"[b]enter[/b] start{browse} · [b]escape[/b] close without doing anything", classes="hint")
 
     def on_mount(self) -> None:
+        if self.chain_now is not None:
+            self.chain_at_open = self.chain_now()
         self.revalidate()
         if self.focus_field:
             self.query_one(f"#field-{self.focus_field}").focus()
@@ -165,15 +170,27 @@ class PlanDialog(ModalScreen[Plan | None]):
             self.query_one(where, Static).add_class("-shown")
             if exc.field in names:
                 self.query_one(f"#field-{exc.field}").add_class("-invalid")
-            self.query_one("#preview", Static).update("[dim]Nothing will be sent until the problem above is fixed.[/dim]")
+            self.query_one("#preview", Static).update(
+                self._changed_note() + "[dim]Nothing will be sent until the problem above is fixed.[/dim]"
+            )
             self.query_one("#qmp", Static).update("")
             self.query_one("#confirm", Button).disabled = True
             return None
         self.plan, self.error = plan, None
-        self.query_one("#preview", Static).update(plan_preview(plan))
+        self.query_one("#preview", Static).update(self._changed_note() + plan_preview(plan))
         self.query_one("#qmp", Static).update(plan_qmp(plan))
         self.query_one("#confirm", Button).disabled = False
         return plan
+
+    def _changed_note(self) -> str:
+        """A line saying the chain changed under the dialog (another tool, or a job that ended)."""
+        if self.chain_now is None or self.chain_at_open is None:
+            return ""
+        now = self.chain_now()
+        if now == self.chain_at_open:
+            return ""
+        return (f"[b yellow]⚠ The chain changed while this dialog was open[/b yellow] (was "
+                f"{escape(self.chain_at_open)}): what follows is for the chain as it is now.\n")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.revalidate()

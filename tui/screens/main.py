@@ -15,6 +15,7 @@ from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 
 from ..backend import ops
 from ..backend.chain import Drive
+from ..backend.errors import ValidationError
 from ..backend.jobs import Job
 from ..backend.usage import describe_dependents, drive_keys, image_key, shared_with_others
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
@@ -88,6 +89,9 @@ class MainScreen(Screen[None]):
 
     def on_drives_updated(self, message: DrivesUpdated) -> None:
         self.update_drives()
+        for screen in self.app.screen_stack:
+            if isinstance(screen, PlanDialog) and screen.is_mounted:
+                screen.revalidate()  # the plan is re-built from the chain as QEMU has it now
 
     PROGRESS_INTERVAL = 0.5  # progress is redrawn at most this often (state changes at once)
 
@@ -213,10 +217,24 @@ class MainScreen(Screen[None]):
             self.notify("No job here: highlight one in the jobs panel", severity="warning")
         return job
 
+    def _now(self, drive: Drive) -> Drive:
+        """The drive as QEMU has it now (a dialog re-validates against it when the chain changes)."""
+        return self.chain_app.hub.drive(drive.session, drive.name)
+
+    def _notation_now(self, drive: Drive) -> str:
+        try:
+            return self._now(drive).notation()
+        except ValidationError:
+            return "(gone)"
+
     def _speed_input(self, value: str = "") -> Input:
         return Input(value=value, placeholder="unlimited (e.g. 10M, 512K)")
 
     def _open(self, dialog: PlanDialog) -> None:
+        drive = self.selected_drive()  # the drive every operation dialog is about
+        if drive is not None:
+            dialog.chain_now = lambda: self._notation_now(drive)
+
         def done(plan: ops.Plan | None) -> None:
             if plan is not None:
                 self.chain_app.launch(plan)
@@ -236,7 +254,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Merge (block-stream) on {drive.name}",
-                lambda v: ops.plan_stream(drive, base, v["speed"], job_id, shared=shared),
+                lambda v: ops.plan_stream(self._now(drive), base, v["speed"], job_id, shared=shared),
                 [("speed", "Speed limit", self._speed_input())],
                 intro=(
                     f"New base: [b]{escape(img.label)}[/b]" if base else "Flatten: no base, everything is pulled up"
@@ -284,7 +302,8 @@ class MainScreen(Screen[None]):
             PlanDialog(
                 f"Commit (block-commit) into {img.label}",
                 lambda v: ops.plan_commit(
-                    drive, img.node_name, v["top"], v["speed"], job_id, shared=shared, override=bool(v.get("override"))
+                    self._now(drive), img.node_name, v["top"], v["speed"], job_id, shared=shared,
+                    override=bool(v.get("override")),
                 ),
                 fields,
                 intro=f"Base: [b]{escape(img.label)}[/b]; the images above it up to the top are written into it",
@@ -332,7 +351,7 @@ class MainScreen(Screen[None]):
             PlanDialog(
                 f"Mirror (live migration) of {drive.name}",
                 lambda v: ops.plan_mirror(
-                    drive, v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
+                    self._now(drive), v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
                     copy_mode=None if v["copy_mode"] in (None, "background") else v["copy_mode"],
                     in_use=in_use,
                 ),
@@ -361,7 +380,7 @@ class MainScreen(Screen[None]):
             PlanDialog(
                 f"Live copy of {drive.name}",
                 lambda v: ops.plan_copy(
-                    drive, v["target"], v["method"], v["format"], v["speed"], job_id,
+                    self._now(drive), v["target"], v["method"], v["format"], v["speed"], job_id,
                     hub.new_node_name(v["target"] or "copy", drive), in_use=in_use,
                 ),
                 fields,
@@ -381,7 +400,7 @@ class MainScreen(Screen[None]):
             PlanDialog(
                 f"External snapshot of {drive.name}",
                 lambda v: ops.plan_snapshot(
-                    drive, v["target"], hub.new_node_name(v["target"] or "snap", drive), in_use=in_use
+                    self._now(drive), v["target"], hub.new_node_name(v["target"] or "snap", drive), in_use=in_use
                 ),
                 [("target", "New image", target)],
                 intro="A new, empty qcow2 image becomes the active image.",
