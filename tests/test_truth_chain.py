@@ -105,3 +105,64 @@ async def test_hub_notices_a_snapshot_on_qsd_without_an_event(lab, hub):
                                                       "snapshot-node-name": "S", "format": "qcow2"}))
     await wait_for(lambda: [i.label for i in hub.drive(s.name, "drive0").images][-1] == "S.qcow2", timeout=5,
                    what="the snapshot in the hub's chain")
+
+
+# -- defect 6: a relative backing path stays relative --------------------------------
+def _chain_with_relative_raw_base(lab):
+    """disk/{B,C,D}.qcow2 over ``../bases/base räw.img`` (spaces, unicode and ``../`` in the path)."""
+    (lab.dir / "bases").mkdir()
+    disk = lab.dir / "disk"
+    disk.mkdir()
+    base = lab.dir / "bases" / "base räw.img"
+    lab_run = __import__("tui.backend.lab", fromlist=["run"]).run
+    lab_run(["qemu-img", "create", "-q", "-f", "raw", str(base), str(16 * MiB)])
+    lab.fill(base, 0, MiB, 0x11, fmt="raw")
+    prev, fmt = "../bases/base räw.img", "raw"
+    paths = []
+    for i, name in enumerate(["B", "C", "D"]):
+        lab_run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", prev, "-F", fmt, f"{name}.qcow2"], cwd=disk)
+        lab.fill(disk / f"{name}.qcow2", (i + 1) * MiB, MiB, 0x22 + i)
+        prev, fmt = f"{name}.qcow2", "qcow2"
+        paths.append(disk / f"{name}.qcow2")
+    return base, paths
+
+
+async def test_merge_keeps_relative_backing_path(lab, hub):
+    from tui.backend import ops
+
+    base, paths = _chain_with_relative_raw_base(lab)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1])
+    s = await connect(hub, q)
+    drive = hub.drive(s.name, "drive0")
+    assert [i.label for i in drive.images] == ["base räw.img", "B.qcow2", "C.qcow2", "D.qcow2"]
+    plan = ops.plan_stream(drive, drive.images[0].node_name, None, hub.new_job_id("stream", drive))
+    assert plan.steps[0].arguments["backing-file"] == "../bases/base räw.img"
+    assert "recorded as \u201c../bases/base räw.img\u201d" in " ".join(plan.moves)
+    assert "base räw.img" in plan.qmp_json()  # readable, not \\u00e4
+    await hub.run_plan(plan)
+    await hub.wait_job(s.name, plan.job_ids[0], lambda j: j.finished)
+    assert hub.tracker.get(s.name, plan.job_ids[0]).outcome == "completed"
+    q.stop()
+    info = lab.info(paths[-1])[0]
+    assert info["backing-filename"] == "../bases/base räw.img"
+    same = lab.compare(paths[-1], ref)
+    assert same[0], same[1]
+
+
+async def test_commit_keeps_absolute_backing_path_absolute(lab, hub):
+    from tui.backend import ops
+
+    paths = lab.make_chain(4, 16 * MiB, absolute=True)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1])
+    s = await connect(hub, q)
+    drive = hub.drive(s.name, "drive0")
+    plan = ops.plan_commit(drive, "A.qcow2", "C.qcow2", None, hub.new_job_id("commit", drive))
+    assert plan.steps[0].arguments["backing-file"] == str(paths[0])
+    await hub.run_plan(plan)
+    await hub.wait_job(s.name, plan.job_ids[0], lambda j: j.finished)
+    q.stop()
+    assert lab.info(paths[-1])[0]["backing-filename"] == str(paths[0])
+    same = lab.compare(paths[-1], ref)
+    assert same[0], same[1]

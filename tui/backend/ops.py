@@ -115,7 +115,8 @@ class Plan:
         import json
 
         return "\n".join(
-            json.dumps({"execute": s.command, "arguments": s.arguments}, indent=None) for s in self.steps
+            json.dumps({"execute": s.command, "arguments": s.arguments}, indent=None, ensure_ascii=False)
+            for s in self.steps
         )
 
 
@@ -124,14 +125,22 @@ def backing_string(base: Image, overlay: Image) -> str | None:
     """The backing file string to record in ``overlay`` when it comes to point at ``base``.
 
     Passed as ``backing-file`` so QEMU never writes a ``json:{...}`` pseudo file
-    name into an image (it does when nodes were opened with explicit options):
-    relative when both files share a directory, absolute otherwise.
+    name into an image (it does when nodes were opened with explicit options).
+    Kept the way the chain wrote it: when ``overlay`` recorded its backing file
+    as a relative path, the new one is relative too (from the overlay's
+    directory, ``../`` included); an absolute one stays absolute.
     """
     if base.filename.startswith("json:") or overlay.filename.startswith("json:"):
         return None
-    if os.path.dirname(base.filename) == os.path.dirname(overlay.filename):
-        return os.path.basename(base.filename)
-    return base.filename
+    recorded = overlay.backing_file
+    if recorded is not None and os.path.isabs(recorded):
+        return base.filename
+    return os.path.relpath(base.filename, os.path.dirname(overlay.filename))
+
+
+def _recorded(backing: str | None) -> str:
+    """How a plan says the exact backing file string it writes."""
+    return f", recorded as \u201c{backing}\u201d." if backing else "."
 
 
 def _check_busy(drive: Drive, images: list[Image]) -> None:
@@ -327,7 +336,7 @@ def plan_stream(
     moves = [
         f"Data of {', '.join(i.label for i in moved)} is copied into {top.label}.",
         (
-            f"{top.label}'s backing file becomes {base_img.label}."
+            f"{top.label}'s backing file becomes {base_img.label}" + _recorded(args.get("backing-file"))
             if base_img
             else f"{top.label} stops having a backing file (flattened)."
         ),
@@ -386,7 +395,10 @@ def plan_commit(
         )
     else:
         above = drive.images[ti + 1]
-        moves.append(f"{above.label}'s backing file becomes {base_img.label}; the job ends by itself.")
+        moves.append(
+            f"{above.label}'s backing file becomes {base_img.label}{_recorded(args.get('backing-file'))[:-1]}; "
+            "the job ends by itself."
+        )
     warnings = _raw_note(drive)
     if shared and not override:
         raise ValidationError(
