@@ -166,3 +166,84 @@ async def test_commit_keeps_absolute_backing_path_absolute(lab, hub):
     assert lab.info(paths[-1])[0]["backing-filename"] == str(paths[0])
     same = lab.compare(paths[-1], ref)
     assert same[0], same[1]
+
+
+# -- defect 11: leftover nodes --------------------------------------------------------
+async def _active_commit(hub, s, drive_name, base_label):
+    from tui.backend import ops
+
+    drive = hub.drive(s, drive_name)
+    plan = ops.plan_commit(drive, base_label, None, None, hub.new_job_id("commit", drive))
+    await hub.run_plan(plan)
+    job_id = plan.job_ids[0]
+    await hub.wait_job(s, job_id, lambda j: j.ready)
+    await hub.complete(s, job_id)
+    await hub.wait_job(s, job_id, lambda j: j.finished)
+    await hub.settle(s)
+    await hub.refresh(s)
+
+
+async def test_leftover_after_active_commit_on_libvirt_vm_shown_and_closed(lab, libvirt_vm):
+    from tui.screens.dialogs import ConfirmDialog
+
+    vm = libvirt_vm
+    async with running_app([vm.qmp]) as (app, pilot):
+        hub = app.hub
+        s = next(iter(hub.sessions))
+        await _active_commit(hub, s, "virtio-disk0", "d0-B.qcow2")
+        drive = hub.drive(s, "virtio-disk0")
+        assert [i.label for i in drive.images] == ["d0-A.qcow2", "d0-B.qcow2"]
+        [left] = drive.leftovers
+        assert left.labels == ("d0-D.qcow2", "d0-C.qcow2")
+        assert left.deletable == ("libvirt-1-format", "libvirt-1-storage", "libvirt-2-format", "libvirt-2-storage")
+        # the mirror refusal names them
+        from tui.backend import ops
+        from tui.backend.errors import ValidationError
+
+        try:
+            ops.plan_mirror(drive, str(lab.dir / "m.qcow2"), "qcow2", "full", None, "m1")
+        except ValidationError as exc:
+            assert "d0-D.qcow2 (libvirt-1-format)" in exc.message and "d0-C.qcow2 (libvirt-2-format)" in exc.message
+        else:
+            raise AssertionError("mirror not refused")
+        # shown on the drive
+        panel = main(app).query_one("#drives", DrivesPanel)
+        await until(pilot, lambda: "left open: d0-D.qcow2, d0-C.qcow2" in str(
+            [o.prompt for o in panel._options]), what="leftover on the drive")
+        main(app).query_one("#graph").focus()
+        await pilot.press("o")
+        dlg = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) and app.screen, what="confirmation")
+        title = str(dlg.query_one("#dialog-title").render())
+        assert "libvirt-1-format" in title and "virtio-disk0" in title and s in title
+        body = str(dlg.query_one("#confirm-body").render())
+        assert str(vm.disks[0][-1]) in body and str(vm.q.qmp) in body
+        await pilot.press("y")
+        await until(pilot, lambda: not hub.drive(s, "virtio-disk0").leftovers, what="leftovers closed")
+        # now the drive can be mirrored
+        ops.plan_mirror(hub.drive(s, "virtio-disk0"), str(lab.dir / "m.qcow2"), "qcow2", "full", None, "m1")
+        names = {n["node-name"] for n in await hub.sessions[s].execute("query-named-block-nodes", {"flat": True})}
+        assert not names & {"libvirt-1-format", "libvirt-1-storage", "libvirt-2-format", "libvirt-2-storage"}
+    vm.q.stop()
+    ok, msg = lab.compare(vm.disks[0][1], vm.refs[0])
+    assert ok, msg
+
+
+async def test_leftover_after_active_commit_on_qsd(lab, hub):
+    from tui.backend import ops
+
+    paths = lab.make_chain(4, 16 * MiB, absolute=True)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1], named_nodes=True)
+    s = await connect(hub, q)
+    await _active_commit(hub, s.name, "drive0", "B.qcow2")
+    drive = hub.drive(s.name, "drive0")
+    assert [i.label for i in drive.images] == ["A.qcow2", "B.qcow2"]
+    [left] = drive.leftovers
+    assert left.labels == ("D.qcow2", "C.qcow2") and left.deletable[0] == "D"
+    await hub.run_plan(ops.plan_close_leftover(drive, left, s.address_text))
+    await hub.settle(s.name)
+    await hub.refresh(s.name)
+    assert not hub.drive(s.name, "drive0").leftovers
+    q.stop()
+    ok, msg = lab.compare(paths[1], ref)
+    assert ok, msg

@@ -209,6 +209,7 @@ class ChainApp(App[int]):
             "cleanup": "Delete images that left a chain and that nothing else uses (checked, confirmed)",
             "toggle_log": "Show or hide the event log",
             "refresh": "Re-read every chain from QEMU",
+            "close_leftover": "Close (blockdev-del) nodes an earlier job left open on the selected drive",
             "help": "Keys and what each operation does",
         }
         for binding in MainScreen.BINDINGS:

@@ -49,6 +49,23 @@ class Image:
         return os.path.basename(name) or name
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """Images a finished job left open in QEMU: a root nothing but the monitor holds
+    (an old top after an active commit or a pivot), with the images only it holds."""
+
+    node_name: str  # the root: nothing uses it
+    labels: tuple[str, ...]  # its images that are not in the drive's chain, top first
+    files: tuple[str, ...]
+    nodes: tuple[str, ...]  # node names of those images, top first
+    deletable: tuple[str, ...]  # what blockdev-del closes, in order (nodes opened by name, files too)
+    held_by_job: str | None = None  # a job holds it: nothing may be closed
+
+    @property
+    def text(self) -> str:
+        return ", ".join(f"{label} ({node})" for label, node in zip(self.labels, self.nodes))
+
+
 @dataclass
 class Drive:
     """A drive: a device of qemu-system, or a root node of qemu-storage-daemon."""
@@ -61,6 +78,7 @@ class Drive:
     root_node: str  # node at the root, a job filter while one runs
     jobs: list[str] = field(default_factory=list)  # ids of jobs holding any of its nodes
     export: str | None = None
+    leftovers: list[Leftover] = field(default_factory=list)  # left open on its chain by earlier jobs
 
     @property
     def key(self) -> tuple[str, str]:
@@ -271,11 +289,41 @@ def build_drives(
     used_nodes = {
         img.node_name for d in candidates if d.has_device or d.export or d.name != d.device for img in d.images
     }
+    name_to_id = {n.get("name"): nid for nid, n in nodes.items()}
+    leftovers: list[Drive] = []
     for d in candidates:
         named = d.has_device or d.export is not None or d.name != d.device
         if not named and any(img.node_name in used_nodes for img in d.images):
+            leftovers.append(d)
             continue
         drives.append(d)
+    for left in leftovers:
+        for owner in drives:
+            mine = {img.node_name for img in owner.images}
+            if not any(img.node_name in mine for img in left.images):
+                continue
+            own = [img for img in reversed(left.images) if img.node_name not in mine]  # top first
+            if not own:
+                continue
+            deletable: list[str] = []
+            for img in own:
+                if not img.node_name.startswith("#"):  # QEMU closes the nodes it named itself with their parent
+                    deletable.append(img.node_name)
+                proto = child(name_to_id[img.node_name], "file") if img.node_name in name_to_id else None
+                proto_name = nodes[proto]["name"] if proto is not None else ""
+                if proto_name and not proto_name.startswith("#") and len(parents[proto]) == 1:
+                    deletable.append(proto_name)
+            owner.leftovers.append(
+                Leftover(
+                    node_name=left.root_node,
+                    labels=tuple(img.label for img in own),
+                    files=tuple(img.filename for img in own),
+                    nodes=tuple(img.node_name for img in own),
+                    deletable=tuple(deletable),
+                    held_by_job=left.jobs[0] if left.jobs else None,
+                )
+            )
+            break
     drives.sort(key=lambda d: d.name)
     _unique_names(drives)
     return drives, targets

@@ -459,7 +459,13 @@ class Hub:
                 job.launching = True
             try:
                 await self.execute(plan.session, step.command, step.arguments, drive=plan.drive, job=step.starts_job)
-            except ChainTuiError:
+            except ChainTuiError as exc:
+                if step.command == "blockdev-del" and i > 0 and isinstance(exc, QMPCommandError) and (
+                    "Failed to find node" in exc.desc
+                ):
+                    # a node opened inside its parent's options: QEMU closed it with the parent
+                    self.note(f"{step.arguments.get('node-name')} was closed with its parent", plan.session)
+                    continue
                 if step.starts_job:
                     job = self.tracker.get(plan.session, step.starts_job)
                     if job is not None and job.status == "created" and not job.samples:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chain import Drive, Image, chain_notation
+from .chain import Drive, Image, Leftover, chain_notation
 from .errors import ValidationError
 
 FORMATS = ("qcow2", "raw")
@@ -153,13 +153,15 @@ def _check_busy(drive: Drive, images: list[Image]) -> None:
             )
 
 
-def _check_users(img: Image, what: str = "target") -> None:
+def _check_users(img: Image, what: str = "target", drive: Drive | None = None) -> None:
     """QEMU refuses to snapshot or mirror an image another open image is backed by."""
     if img.users:
+        left = drive.leftovers if drive else []
+        named = "; ".join(lo.text for lo in left) or ", ".join(img.users)
         raise ValidationError(
-            f"Node '{img.node_name}' ({img.label}) is busy: it is the backing file of "
-            f"{', '.join(img.users)}, still open in QEMU (left from an earlier job); "
-            "QEMU cannot snapshot or mirror it until that image is closed (blockdev-del)",
+            f"Node '{img.node_name}' ({img.label}) is busy: it is the backing file of leftover "
+            f"node{'s' if len(left) > 1 else ''} {named}, still open in QEMU from an earlier job; "
+            "QEMU cannot snapshot or mirror it until they are closed (o: close leftover nodes, blockdev-del)",
             what,
         )
 
@@ -448,7 +450,7 @@ def plan_mirror(
     rate = parse_speed(speed)
     full = resolve_target(target, drive, existing=(mode == "existing"), in_use=in_use)
     _check_busy(drive, [drive.active])
-    _check_users(drive.active)
+    _check_users(drive.active, drive=drive)
     space_note = None
     needed = bytes_to_write(drive, sync, fmt)
     if mode == "existing":
@@ -507,7 +509,7 @@ def plan_snapshot(
     fmt = _format(fmt, ("qcow2",))
     full = resolve_target(target, drive, in_use=in_use)
     _check_busy(drive, [drive.active])
-    _check_users(drive.active)
+    _check_users(drive.active, drive=drive)
     args = _snapshot_args(drive, full, node_name, fmt)
     label = os.path.basename(full)
     return Plan(
@@ -558,7 +560,7 @@ def plan_copy(
     rate = parse_speed(speed)
     full = resolve_target(target, drive, in_use=in_use)
     _check_busy(drive, drive.images)
-    _check_users(drive.active)
+    _check_users(drive.active, drive=drive)
     space_note = check_space(full, bytes_to_write(drive, "full", fmt))
     label = os.path.basename(full)
     snap = _snapshot_args(drive, full, node_name, fmt)
@@ -582,6 +584,34 @@ def plan_copy(
         ],
         warnings=_raw_note(drive) + ([space_note] if space_note else []),
         target=full,
+    )
+
+
+def plan_close_leftover(drive: Drive, leftover: Leftover, address: str) -> Plan:
+    """``blockdev-del`` of the nodes an earlier job left open on ``drive``'s chain (nothing uses them)."""
+    if leftover.held_by_job:
+        raise ValidationError(
+            f"Leftover node {leftover.node_name} is held by job {leftover.held_by_job}: wait for it to end", "node"
+        )
+    if not leftover.deletable:
+        raise ValidationError(
+            f"Leftover node {leftover.node_name} was opened by QEMU itself (no name given): it cannot be closed "
+            "with blockdev-del", "node")
+    files = ", ".join(leftover.files)
+    return Plan(
+        kind="close",
+        session=drive.session,
+        drive=drive.name,
+        title=f"Close leftover node{'s' if len(leftover.labels) > 1 else ''} {', '.join(leftover.labels)}",
+        before=drive.notation(),
+        after=drive.notation(),
+        moves=[
+            f"QEMU {drive.session} ({address}) closes {leftover.text}: nothing uses "
+            f"{'them' if len(leftover.labels) > 1 else 'it'} (an earlier job left {'them' if len(leftover.labels) > 1 else 'it'} open).",
+            f"The file{'s stay' if len(leftover.files) > 1 else ' stays'} on disk: {files}.",
+            f"The chain of {drive.name} does not change; its images can then be snapshot or mirrored again.",
+        ],
+        steps=[Step("blockdev-del", {"node-name": n}, f"close {n}") for n in leftover.deletable],
     )
 
 

@@ -27,7 +27,7 @@ from .help import HelpScreen
 if TYPE_CHECKING:
     from ..app import ChainApp
 
-DRIVE_ACTIONS = {"stream", "commit", "mirror", "copy", "snapshot"}
+DRIVE_ACTIONS = {"stream", "commit", "mirror", "copy", "snapshot", "close_leftover"}
 JOB_ACTIONS = {"finish", "cancel_job", "pause", "faster", "slower", "dismiss", "unlimit", "write_blocking", "traffic"}
 
 
@@ -49,6 +49,7 @@ class MainScreen(Screen[None]):
         Binding("d", "dismiss", "Dismiss"),
         Binding("g", "graph", "Graph", show=False),
         Binding("delete", "cleanup", "Clean up", show=False),
+        Binding("o", "close_leftover", "Close leftover", show=False),
         Binding("l", "toggle_log", "Log", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -406,6 +407,30 @@ class MainScreen(Screen[None]):
                 intro="A new, empty qcow2 image becomes the active image.",
                 confirm_label="Snapshot",
             )
+        )
+
+    def action_close_leftover(self) -> None:
+        """blockdev-del of nodes an earlier job left open on the selected drive (with a confirmation)."""
+        drive = self._drive_or_say()
+        if drive is None:
+            return
+        if not drive.leftovers:
+            self.notify(f"No leftover nodes on {drive.name} @ {drive.session}", severity="information")
+            return
+        leftover = drive.leftovers[0]
+        address = self.chain_app.hub.sessions[drive.session].address_text
+        try:
+            plan = ops.plan_close_leftover(drive, leftover, address)
+        except ValidationError as exc:
+            self.notify(exc.message, title="Cannot close", severity="warning")
+            return
+        body = "\n".join(escape(m) for m in plan.moves) + "\n\n" + "\n".join(
+            f"[dim]QMP[/dim] {escape(line)}" for line in plan.qmp_json().splitlines()
+        )
+        self.app.push_screen(
+            ConfirmDialog(f"Close {', '.join(leftover.nodes)} on {drive.name} @ {drive.session}?", body,
+                          yes="Close (blockdev-del)", no="Keep open"),
+            lambda ok: ok and self.chain_app.launch(plan),
         )
 
     # -- job control -----------------------------------------------------

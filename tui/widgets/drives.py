@@ -70,6 +70,9 @@ class DrivesPanel(OptionList):
                     line.append("  detached", "dim italic")
                 if n:
                     line.append(f"  ⚙ {n} job{'s' if n > 1 else ''}", "yellow")
+                for left in d.leftovers:
+                    # images an earlier job left open: they block snapshots and mirrors until closed (o)
+                    line.append(f"\n    ⚠ left open: {', '.join(left.labels)}"[:60], "yellow")
                 options.append(Option(line, id=option_id(sess.name, d.name)))
         highlighted = self.highlighted
         self.set_options(options)
