@@ -247,3 +247,57 @@ async def test_leftover_after_active_commit_on_qsd(lab, hub):
     q.stop()
     ok, msg = lab.compare(paths[1], ref)
     assert ok, msg
+
+
+# -- defect 9: ownership after a restart; every job's drive ------------------------------
+async def test_restart_knows_its_own_jobs(lab, libvirt_vm, tmp_path):
+    from tui.app import ChainApp
+    from tui.backend import ops
+    from tui.backend.hub import Hub
+    from tui.backend.state import OwnedJobs
+    from tui.screens.dialogs import ConfirmDialog
+
+    from .uihelp import FIXED_CLOCK
+
+    vm = libvirt_vm
+    store = tmp_path / "state" / "jobs.json"
+    target = str(lab.dir / "vd0 mirrör.qcow2")
+    hub1 = Hub(poll_interval=0.05, owned=OwnedJobs(store))
+    s = await connect(hub1, vm.q, drives=2)
+    drive = hub1.drive(s.name, "virtio-disk0")
+    plan = ops.plan_mirror(drive, target, "qcow2", "full", "256K", hub1.new_job_id("mirror", drive))
+    await hub1.run_plan(plan)
+    job_id = plan.job_ids[0]
+    await hub1.close()  # chaintui quits; the job goes on in QEMU
+
+    app = ChainApp([vm.qmp], hub=Hub(poll_interval=0.05, owned=OwnedJobs(store)), clock=FIXED_CLOCK)
+    async with app.run_test(size=(120, 40)) as pilot:
+        j = await until(pilot, lambda: app.hub.tracker.get(s.name, job_id), what="the job after the restart")
+        await until(pilot, lambda: j.started_by_us and j.target == target and j.drive == "virtio-disk0",
+                    what="ownership, target and drive restored")
+        app.request_quit()
+        dlg = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) and app.screen, what="quit warning")
+        await until(pilot, lambda: job_id in str(dlg.query_one("#confirm-body").render()), what="the job named")
+        await pilot.press("n")
+        await app.hub.cancel(s.name, job_id, force=True)
+        await until(pilot, lambda: j.finished, what="cancelled")
+        await until(pilot, lambda: not OwnedJobs(store).entries, what="the entry dropped")
+    vm.q.stop()
+    ok, msg = lab.compare(vm.disks[0][-1], vm.refs[0])
+    assert ok, msg
+
+
+async def test_fast_job_of_another_client_on_a_node_name_gets_its_drive(lab, hub):
+    paths = lab.make_chain(3, 4 * MiB, absolute=True)
+    other = lab.make_chain(2, 4 * MiB, prefix="o-", absolute=True)
+    ref = lab.flatten(paths[-1])
+    q = lab.start([paths[-1], other[-1]], named_nodes=True)
+    s = await connect(hub, q, drives=2)
+    # another tool streams by node name (qemu-storage-daemon has no device names); done in milliseconds
+    await other_client(q, ("block-stream", {"job-id": "fast1", "device": "C"}))
+    j = await wait_for(lambda: hub.tracker.get(s.name, "fast1"), what="the other client's job")
+    await wait_for(lambda: j.finished, what="its end")
+    await wait_for(lambda: j.drive == "drive0", timeout=5, what="its drive resolved")
+    q.stop()
+    ok, msg = lab.compare(paths[-1], ref)
+    assert ok, msg

@@ -22,6 +22,7 @@ from .backend.errors import ChainTuiError
 from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
 from .backend.jobs import Job
 from .backend.lab import Lab
+from .backend.state import OwnedJobs
 from .backend.ops import Plan, clock_text, human_size
 from .backend.usage import Usage
 from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated, UsageUpdated
@@ -47,7 +48,7 @@ class ChainApp(App[int]):
         super().__init__(watch_css=watch_css)
         self.sockets = list(sockets)
         self.lab = lab
-        self.hub = hub or Hub(audit=AuditLog())
+        self.hub = hub or Hub(audit=AuditLog(), owned=OwnedJobs())
         self.clock = clock or clock_text
         self.main_screen: MainScreen | None = None
         self.usage = Usage(self.hub, _image_dirs())

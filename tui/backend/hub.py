@@ -23,6 +23,7 @@ from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationErro
 from .jobs import ENDED_STATES, Job, JobTracker
 from .ops import Plan, make_id, make_node_name
 from .session import QemuSession, SessionState, address_warning
+from .state import OwnedJobs
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,13 @@ Listener = Callable[[Change], None]
 
 class Hub:
     def __init__(
-        self, poll_interval: float = POLL_INTERVAL, audit: AuditLog | None = None, watch_interval: float = WATCH_INTERVAL
+        self,
+        poll_interval: float = POLL_INTERVAL,
+        audit: AuditLog | None = None,
+        watch_interval: float = WATCH_INTERVAL,
+        owned: OwnedJobs | None = None,
     ) -> None:
+        self.owned = owned  # the jobs chaintui started, kept across restarts
         self.watch_interval = watch_interval  # 0: no structure watch (chaintui chains)
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.audit = audit
@@ -161,6 +167,7 @@ class Hub:
         if name.startswith("BLOCK_JOB") or name == "JOB_STATUS_CHANGE":
             self._emit(LogEntry(_describe_event(name, data), session.name, "event", data=event))
             changed = self.tracker.on_event(session.name, event)
+            changed += [j for j in self._apply_owned(session.name) if j not in changed]
             if changed:
                 self._emit(JobsChanged(changed))
             status = data.get("status")
@@ -217,6 +224,7 @@ class Hub:
         sess = self.sessions[session]
         cache = self.node_info.setdefault(session, NodeInfoCache())
         drives, targets = await query_drives(sess, cache)
+        before = {d.name: [i.node_name for i in d.images] for d in self.drives.get(session, [])}
         self.drives[session] = drives
         self.targets[session] = targets
         changed: list[Job] = []
@@ -227,6 +235,15 @@ class Hub:
                     job.drive = drive.name
                     job._touch()
                     changed.append(job)
+        # a job too fast to be seen holding nodes (another client's): the one drive whose chain
+        # changed meanwhile is its drive; with several, it stays unknown rather than guessed
+        orphans = [j for j in self.tracker.for_session(session) if j.drive is None and j.type in ("stream", "commit")]
+        if orphans and before:
+            moved = [d for d in drives if before.get(d.name) not in (None, [i.node_name for i in d.images])]
+            if len(moved) == 1 and len(orphans) == 1:
+                orphans[0].drive = moved[0].name
+                orphans[0]._touch()
+                changed.append(orphans[0])
         for target in targets:
             job = self.tracker.ensure(session, target.job)
             if job.target is None:
@@ -239,6 +256,31 @@ class Hub:
         if any(img.partial for d in drives for img in d.images):
             self.schedule_refresh(session)  # a sketch: now the details
         return drives
+
+    def _apply_owned(self, session: str, known: set[str] | None = None) -> list[Job]:
+        """Jobs this chaintui (or an earlier run of it) started are its own again after a restart;
+        ended jobs, and jobs QEMU no longer has (``known``: the ids it has now), are forgotten."""
+        if self.owned is None or session not in self.sessions:
+            return []
+        address = self.sessions[session].address_text
+        changed = []
+        for entry in self.owned.for_address(address):
+            job = self.tracker.get(session, entry["job"])
+            if job is None:
+                if known is not None and entry["job"] not in known:
+                    self.owned.forget(address, entry["job"])  # gone from QEMU while chaintui was away
+                continue
+            if job.finished:
+                self.owned.forget(address, job.id)
+                continue
+            if not job.started_by_us or (job.target is None and entry.get("target")) or job.drive is None:
+                job.started_by_us = True
+                job.target = job.target or entry.get("target")
+                job.drive = job.drive or entry.get("drive")
+                job.active_commit = job.active_commit or bool(entry.get("active_commit"))
+                job._touch()
+                changed.append(job)
+        return changed
 
     # -- watching for changes made by others -----------------------------
     def _ensure_watcher(self, session: str) -> None:
@@ -327,6 +369,10 @@ class Hub:
         if full or n % 5 == 0 or len(block_jobs) != len(open_jobs):
             jobs = await sess.execute("query-jobs")
         changed = self.tracker.on_poll(session, block_jobs, jobs, asked_at=asked_at)
+        known = None
+        if jobs is not None:  # every job QEMU has now
+            known = {str(i.get("id")) for i in jobs} | {str(i.get("device") or i.get("id")) for i in block_jobs}
+        changed += [j for j in self._apply_owned(session, known) if j not in changed]
         # a job another client started: find which drive it belongs to
         if any(j.drive is None and j.active for j in self.tracker.for_session(session)):
             self.schedule_refresh(session)
@@ -484,6 +530,9 @@ class Hub:
                 job = self.tracker.ensure(plan.session, step.starts_job)
                 job.launching = False
                 job.started_at = time.monotonic()
+                if self.owned is not None:
+                    self.owned.add(self.sessions[plan.session].address_text, plan.session, job.id, drive=job.drive,
+                                   operation=plan.kind, target=job.target, active_commit=job.active_commit)
                 started.append(job)
                 self._emit(JobsChanged([job]))
             if step.command == "blockdev-snapshot-sync" and i + 1 < len(plan.steps):
