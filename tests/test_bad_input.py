@@ -202,8 +202,9 @@ async def test_image_still_used_by_leftover_overlays(lab, hub: Hub):
     d = hub.drive(s, "drive0")
     assert d.notation() == "[A.qcow2]" and d.active.users == ("B.qcow2",)
     message = (
-        "Node 'A' (A.qcow2) is busy: it is the backing file of B.qcow2, still open in QEMU (left from an "
-        "earlier job); QEMU cannot snapshot or mirror it until that image is closed (blockdev-del)"
+        "Node 'A' (A.qcow2) is busy: leftover nodes C.qcow2 (C), B.qcow2 (B) still open in QEMU from an earlier "
+        "job use it as backing file; QEMU cannot snapshot or mirror it until they are closed (o closes leftover "
+        "nodes with blockdev-del)"
     )
     with pytest.raises(ChainTuiError) as exc:
         ops.plan_snapshot(d, str(lab.dir / "s.qcow2"), "s")

@@ -301,3 +301,83 @@ async def test_fast_job_of_another_client_on_a_node_name_gets_its_drive(lab, hub
     q.stop()
     ok, msg = lab.compare(paths[-1], ref)
     assert ok, msg
+
+
+# -- smaller things --------------------------------------------------------------------
+async def test_target_named_img_is_mirrored_raw(lab, libvirt_vm):
+    from textual.widgets import Select
+
+    from tui.widgets.path_input import PathInput
+
+    vm = libvirt_vm
+    target = lab.dir / "disk0 cöpy.img"
+    async with running_app([vm.qmp]) as (app, pilot):
+        await pilot.press("m")
+        dlg = await until(pilot, lambda: type(app.screen).__name__ == "PlanDialog" and app.screen, what="dialog")
+        assert "-mirror-mirror" not in dlg.query_one("#field-target", PathInput).value
+        dlg.query_one("#field-target", PathInput).value = str(target)
+        await until(pilot, lambda: dlg.query_one("#field-format", Select).value == "raw", what="format raw")
+        preview = str(dlg.query_one("#preview").render())
+        assert "A raw target has no backing file: the whole disk is copied into it" in preview
+        qmp = str(dlg.query_one("#qmp").render())
+        assert '"format": "raw"' in qmp and "cöpy" in qmp
+        await pilot.press("ctrl+s")
+        s = next(iter(app.hub.sessions))
+        j = await until(pilot, lambda: app.hub.tracker.get(s, "mirror-virtio-disk0-1"), what="job")
+        await until(pilot, lambda: j.ready, what="ready")
+        await app.hub.cancel(s, j.id)
+        await until(pilot, lambda: j.finished, what="cancelled after ready")
+    vm.q.stop()
+    assert lab.info(target)[0]["format"] == "raw"
+    ok, msg = lab.compare(target, vm.refs[0])
+    assert ok, msg
+
+
+async def test_qcow2_format_for_img_name_warns(hub, libvirt_vm, lab):
+    from tui.backend import ops
+
+    s = await connect(hub, libvirt_vm.q, drives=2)
+    plan = ops.plan_mirror(hub.drive(s.name, "virtio-disk1"), str(lab.dir / "x.img"), "qcow2", "full", None, "m1")
+    assert any("ends in .img but the format is qcow2" in w for w in plan.warnings)
+
+
+async def test_merge_on_single_image_refused_at_once(lab):
+    paths = lab.make_chain(1, 4 * MiB)
+    q = lab.start(paths[-1])
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        await pilot.press("s")
+        await until(pilot, lambda: any("nothing to merge" in n.message for n in app._notifications),
+                    what="the reason")
+        assert type(app.screen).__name__ == "MainScreen"
+
+
+async def test_suggested_names_do_not_compound(hub, lab):
+    from tui.backend import ops
+
+    paths = lab.make_chain(2, 4 * MiB, names=["A", "A-mirror"])
+    q = lab.start(paths[-1])
+    s = await connect(hub, q)
+    assert ops.suggest_target(hub.drive(s.name, "drive0"), "mirror") == str(lab.dir / "A-mirror-2.qcow2")
+    assert ops.suggest_target(hub.drive(s.name, "drive0"), "snap") == str(lab.dir / "A-snap.qcow2")
+
+
+async def test_traffic_view_shows_replies_and_errors(hub, lab):
+    from tui.backend.errors import QMPCommandError
+    from tui.screens.traffic import job_traffic
+
+    paths = lab.make_chain(2, 16 * MiB)
+    q = lab.start(paths[-1])
+    s = await connect(hub, q)
+    await hub.execute(s.name, "block-stream", {"job-id": "s1", "device": "B", "speed": 4096}, job="s1")
+    try:
+        await hub.execute(s.name, "block-job-set-speed", {"device": "s1", "speed": -1}, job="s1")
+    except QMPCommandError:
+        pass
+    else:
+        raise AssertionError("QEMU accepted a negative speed")
+    await hub.execute(s.name, "block-job-cancel", {"device": "s1", "force": True}, job="s1")
+    lines = job_traffic(hub.log, s.name, "s1")
+    text = "\n".join(lines)
+    assert '← {"return": {}}' in text
+    assert '← {"error": {"class": "GenericError"' in text
+    assert text.index('"speed": -1') < text.index('"error"')

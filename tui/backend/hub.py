@@ -452,10 +452,8 @@ class Hub:
         sess = self.sessions.get(session)
         if sess is None:
             raise NotConnected(f"No QEMU named {session!r}")
-        self.note(
-            f"→ {command} {_args_text(arguments)}", session, "action",
-            data={"command": command, "arguments": arguments, "job": job},
-        )
+        sent: dict[str, Any] = {"command": command, "arguments": arguments, "job": job}
+        self.note(f"→ {command} {_args_text(arguments)}", session, "action", data=sent)
 
         def audit(error: tuple[str, str] | None = None) -> None:
             if self.audit is not None:
@@ -464,13 +462,16 @@ class Hub:
         try:
             result = await sess.execute(command, arguments)
         except QMPCommandError as exc:
+            sent["error"] = {"class": exc.error_class, "desc": exc.desc}  # QEMU's answer, for the traffic view
             self.note(f"✗ {command}: {exc.desc}", session, "error", data={"class": exc.error_class})
             audit((exc.error_class, exc.desc))
             raise
         except NotConnected as exc:
+            sent["error"] = {"class": "NotConnected", "desc": str(exc)}
             self.note(f"✗ {command}: {exc}", session, "error")
             audit(("NotConnected", str(exc)))
             raise
+        sent["return"] = result
         audit()
         return result
 

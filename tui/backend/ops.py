@@ -158,10 +158,11 @@ def _check_users(img: Image, what: str = "target", drive: Drive | None = None) -
     if img.users:
         left = drive.leftovers if drive else []
         named = "; ".join(lo.text for lo in left) or ", ".join(img.users)
+        many = sum(len(lo.labels) for lo in left) > 1 or len(img.users) > 1
         raise ValidationError(
-            f"Node '{img.node_name}' ({img.label}) is busy: it is the backing file of leftover "
-            f"node{'s' if len(left) > 1 else ''} {named}, still open in QEMU from an earlier job; "
-            "QEMU cannot snapshot or mirror it until they are closed (o: close leftover nodes, blockdev-del)",
+            f"Node '{img.node_name}' ({img.label}) is busy: leftover node{'s' if many else ''} {named} "
+            f"still open in QEMU from an earlier job {'use' if many else 'uses'} it as backing file; "
+            "QEMU cannot snapshot or mirror it until they are closed (o closes leftover nodes with blockdev-del)",
             what,
         )
 
@@ -183,11 +184,28 @@ def _raw_note(drive: Drive, fmt: str | None = None) -> list[str]:
             "may not be thin-provisioned any more."
         )
     if fmt == "raw":
-        notes.append(
-            "Raw target: converting to raw supports thin provisioning properly, but the "
-            "target has no backing file, so the whole disk is copied."
-        )
+        notes.append("A raw target has no backing file: the whole disk is copied into it "
+                     "(thin provisioning depends on the file system).")
     return notes
+
+
+RAW_SUFFIXES = (".raw", ".img")
+
+
+def _suffix_note(full: str, fmt: str) -> list[str]:
+    """A target named like a raw image but written as qcow2 (or the other way round) misleads later readers."""
+    suffix = os.path.splitext(full)[1].lower()
+    if fmt == "qcow2" and suffix in RAW_SUFFIXES:
+        return [f"The target name ends in {suffix} but the format is qcow2: choose format raw, or name it .qcow2."]
+    if fmt == "raw" and suffix == ".qcow2":
+        return ["The target name ends in .qcow2 but the format is raw: choose format qcow2, or name it .raw."]
+    return []
+
+
+def format_for_target(path: str) -> str | None:
+    """The format a target's file name asks for (``.raw``/``.img``: raw, ``.qcow2``: qcow2), if any."""
+    suffix = os.path.splitext(str(path).strip())[1].lower()
+    return "raw" if suffix in RAW_SUFFIXES else "qcow2" if suffix == ".qcow2" else None
 
 
 def resolve_target(
@@ -497,7 +515,7 @@ def plan_mirror(
             "leaves the target a consistent copy.",
         ],
         steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id)],
-        warnings=_raw_note(drive, fmt) + ([space_note] if space_note else []),
+        warnings=_raw_note(drive, fmt) + _suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
     )
 
@@ -644,11 +662,15 @@ def make_node_name(target: str, taken: set[str]) -> str:
     return f"{base}-{n}"
 
 
+_SUGGESTED = re.compile(r"(-(mirror|copy|snap)(-\d+)?)+$")
+
+
 def suggest_target(drive: Drive, suffix: str, ext: str = "qcow2") -> str:
     """An unused file name next to the active image: ``D-mirror.qcow2``, ``D-mirror-2.qcow2``..."""
     active = drive.active.filename
     directory = os.path.dirname(active) if not active.startswith("json:") else os.getcwd()
     stem = os.path.splitext(os.path.basename(active))[0] if not active.startswith("json:") else drive.name
+    stem = _SUGGESTED.sub("", stem) or stem  # D-mirror.qcow2 suggests D-mirror-2, never D-mirror-mirror
     candidate = os.path.join(directory, f"{stem}-{suffix}.{ext}")
     n = 2
     while os.path.lexists(candidate):

@@ -22,7 +22,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from ..backend.errors import ValidationError
-from ..backend.ops import Plan
+from ..backend.ops import Plan, format_for_target
 from ..widgets.path_input import PathInput
 from .picker import PickerScreen
 
@@ -193,7 +193,20 @@ class PlanDialog(ModalScreen[Plan | None]):
                 f"{escape(self.chain_at_open)}): what follows is for the chain as it is now.\n")
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if isinstance(event.input, PathInput) and event.input.id == "field-target":
+            self._format_from_name(event.value)
         self.revalidate()
+
+    def _format_from_name(self, path: str) -> None:
+        """A target named .raw/.img is written raw, .qcow2 as qcow2 (where the dialog offers that format)."""
+        wanted = format_for_target(path)
+        fmt = next((w for n, _, w in self.fields if n == "format" and isinstance(w, Select)), None)
+        if wanted is None or fmt is None or fmt.value == wanted:
+            return
+        if any(n == "mode" and getattr(w, "value", None) == "existing" for n, _, w in self.fields):
+            return  # an existing image is inspected for its real format instead
+        if any(value == wanted for _, value in fmt._options):
+            fmt.value = wanted
 
     def on_select_changed(self, event: Select.Changed) -> None:
         self.revalidate()

@@ -247,6 +247,10 @@ class MainScreen(Screen[None]):
         drive = self._drive_or_say()
         if drive is None:
             return
+        if len(drive.images) < 2:
+            self.notify(f"{drive.name} has a single image ({drive.active.label}), no backing file: nothing to merge",
+                        title="Merge", severity="warning")
+            return
         img = self._highlighted_image(drive)
         base = None if img.node_name == drive.active.node_name else img.node_name
         job_id = self.chain_app.hub.new_job_id("stream", drive)

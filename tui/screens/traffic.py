@@ -1,4 +1,4 @@
-"""The raw QMP traffic of one job: the commands sent about it and the events QEMU sent."""
+"""The raw QMP traffic of one job: the commands sent about it, QEMU's replies and the events it sent."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def job_traffic(
             if data.get("job") == job_id:
                 msg = {"execute": data["command"], "arguments": data.get("arguments") or {}}
                 out.append(f"{stamp} → {json.dumps(msg, ensure_ascii=False)}")
+                if "error" in data:  # QEMU's reply: the refusal, or the connection that went away
+                    out.append(f"{stamp} ← {json.dumps({'error': data['error']}, ensure_ascii=False)}")
+                elif "return" in data:
+                    out.append(f"{stamp} ← {json.dumps({'return': data['return']}, ensure_ascii=False)}")
         elif "event" in data:
             ev = data.get("data") or {}
             if job_id in (ev.get("id"), ev.get("device")):
