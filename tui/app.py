@@ -95,7 +95,8 @@ class ChainApp(App[int]):
         async def run() -> None:
             jobs = await self.hub.run_plan(plan)
             what = ", ".join(j.id for j in jobs) or plan.title
-            self.notify(f"{what}: {plan.after}", title=plan.title)
+            after = plan.after if len(plan.after) <= 100 else "… " + plan.after[-98:]  # a 30-image chain fills a toast
+            self.notify(f"{what}: {after}", title=plan.title)
 
         self.run_worker(run(), exit_on_error=False, group="ops")
 

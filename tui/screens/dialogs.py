@@ -74,8 +74,8 @@ class PlanDialog(ModalScreen[Plan | None]):
         self.plan: Plan | None = None
         self.error: ValidationError | None = None
         # the drive's chain as QEMU has it now (set by the screen that opens the dialog)
-        self.chain_now: Callable[[], str] | None = None
-        self.chain_at_open: str | None = None
+        self.chain_now: Callable[[], tuple[str, ...]] | None = None  # image labels, bottom first
+        self.chain_at_open: tuple[str, ...] | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
@@ -187,10 +187,14 @@ class PlanDialog(ModalScreen[Plan | None]):
         if self.chain_now is None or self.chain_at_open is None:
             return ""
         now = self.chain_now()
-        if now == self.chain_at_open:
+        was = self.chain_at_open
+        if now == was:
             return ""
-        return (f"[b yellow]⚠ The chain changed while this dialog was open[/b yellow] (was "
-                f"{escape(self.chain_at_open)}): what follows is for the chain as it is now.\n")
+        if not now:
+            return "[b yellow]⚠ The drive is gone from QEMU since this dialog opened.[/b yellow]\n"
+        return (f"[b yellow]⚠ The chain changed while this dialog was open[/b yellow]: {len(was)} image"
+                f"{'s' if len(was) != 1 else ''} up to {escape(was[-1])} before, {len(now)} up to "
+                f"{escape(now[-1])} now. What follows is for the chain as it is now.\n")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if isinstance(event.input, PathInput) and event.input.id == "field-target":

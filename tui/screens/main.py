@@ -222,11 +222,11 @@ class MainScreen(Screen[None]):
         """The drive as QEMU has it now (a dialog re-validates against it when the chain changes)."""
         return self.chain_app.hub.drive(drive.session, drive.name)
 
-    def _notation_now(self, drive: Drive) -> str:
+    def _labels_now(self, drive: Drive) -> tuple[str, ...]:
         try:
-            return self._now(drive).notation()
+            return tuple(img.label for img in self._now(drive).images)
         except ValidationError:
-            return "(gone)"
+            return ()  # gone
 
     def _speed_input(self, value: str = "") -> Input:
         return Input(value=value, placeholder="unlimited (e.g. 10M, 512K)")
@@ -234,7 +234,7 @@ class MainScreen(Screen[None]):
     def _open(self, dialog: PlanDialog) -> None:
         drive = self.selected_drive()  # the drive every operation dialog is about
         if drive is not None:
-            dialog.chain_now = lambda: self._notation_now(drive)
+            dialog.chain_now = lambda: self._labels_now(drive)
 
         def done(plan: ops.Plan | None) -> None:
             if plan is not None:
