@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import audit
+
 
 def default_path() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "chaintui" / "jobs.json"
+    return audit.default_path().with_name("jobs.json")  # next to the audit trail
 
 
 class OwnedJobs:
