@@ -382,3 +382,20 @@ async def test_traffic_view_shows_replies_and_errors(hub, lab):
     assert '← {"return": {}}' in text
     assert '← {"error": {"class": "GenericError"' in text
     assert text.index('"speed": -1') < text.index('"error"')
+
+
+async def test_job_on_drive_vm_addresses_the_drive_id_and_shows_the_device_id(hub, drive_vm, lab):
+    from tui.backend import ops
+
+    vm = drive_vm
+    s = await connect(hub, vm.q, drives=2)
+    drive = hub.drive(s.name, "virtio-disk0")
+    plan = ops.plan_stream(drive, "d0-B.qcow2", None, hub.new_job_id("stream", drive))
+    assert plan.steps[0].arguments["device"] == "drive0" and plan.job_ids == ["stream-virtio-disk0-1"]
+    [job] = await hub.run_plan(plan)
+    await hub.wait_job(s.name, job.id, lambda j: j.finished)
+    assert job.outcome == "completed" and job.drive == "virtio-disk0"
+    assert await chain_of(hub, s.name, "virtio-disk0") == ["d0-A.qcow2", "d0-B.qcow2", "d0-D.qcow2"]
+    vm.q.stop()
+    ok, msg = lab.compare(vm.disks[0][-1], vm.refs[0])
+    assert ok, msg
