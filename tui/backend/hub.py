@@ -293,8 +293,9 @@ class Hub:
     async def _watch_loop(self, session: str) -> None:
         try:
             while not self._closed:
-                # a big graph (47 ms a look at 1000 images) is looked at half as often
-                slow = self.last_check_ms.get(session, 0.0) > 25
+                # half as often for a big graph (47 ms a look at 1000 images), and while jobs
+                # run (their own events and polls already cost; a job's end triggers a refresh)
+                slow = self.last_check_ms.get(session, 0.0) > 25 or bool(self.tracker.active_for(session))
                 await asyncio.sleep(self.watch_interval * (2 if slow else 1))
                 sess = self.sessions.get(session)
                 if sess is None or not sess.connected:
