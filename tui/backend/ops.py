@@ -86,11 +86,28 @@ def human_duration(seconds: float | None) -> str:
 
 @dataclass
 class Step:
+    """One command in the backend's language, and what it does to the job model.
+
+    The hub runs steps and never parses them: what it must know is written here.
+    """
+
     command: str
     arguments: dict[str, Any]
     note: str = ""
     starts_job: str | None = None  # job id when this step starts a job
     wait_for_job: str | None = None  # wait for this job to end before the step
+    job_type: str | None = None  # stream, commit, mirror: the job it starts
+    ends_ready: bool = False  # the job it starts goes ready and waits for finish or cancel (active commit, mirror)
+    changes_chain: bool = False  # the chain is different afterwards (re-read before the next step)
+    explain: dict[str, str] = field(default_factory=dict)  # error class -> what it means for the operator
+    text: str = ""  # how the operator reads it in the preview ("" = the QMP command as JSON)
+
+    def preview(self) -> str:
+        import json
+
+        if self.text:
+            return self.text
+        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, indent=None)
 
 
 @dataclass
@@ -110,6 +127,10 @@ class Plan:
     @property
     def job_ids(self) -> list[str]:
         return [s.starts_job for s in self.steps if s.starts_job]
+
+    def preview(self) -> str:
+        """Every command the plan sends, as the dialog shows it (QMP, or a libvirt call and its virsh line)."""
+        return "\n".join(s.preview() for s in self.steps)
 
     def qmp_json(self) -> str:
         import json
@@ -344,7 +365,7 @@ def plan_stream(
         before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
-        steps=[Step("block-stream", args, "pull data into the active image", starts_job=job_id)],
+        steps=[Step("block-stream", args, "pull data into the active image", starts_job=job_id, job_type="stream")],
         warnings=_raw_note(drive),
     )
 
@@ -408,7 +429,8 @@ def plan_commit(
         before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
-        steps=[Step("block-commit", args, "write data down into the base", starts_job=job_id)],
+        steps=[Step("block-commit", args, "write data down into the base", starts_job=job_id, job_type="commit",
+                    ends_ready=active)],
         warnings=warnings,
         override=list(shared or []),
     )
@@ -482,7 +504,7 @@ def plan_mirror(
             f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
             "leaves the target a consistent copy.",
         ],
-        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id)],
+        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id, job_type="mirror", ends_ready=True)],
         warnings=_raw_note(drive, fmt) + ([space_note] if space_note else []),
         target=full,
     )
@@ -509,7 +531,7 @@ def plan_snapshot(
             f"A new empty image {full} is created on top of {drive.active.label}.",
             f"The guest writes to {label} from now on; {drive.active.label} becomes read-only.",
         ],
-        steps=[Step("blockdev-snapshot-sync", args, "create and switch to the overlay")],
+        steps=[Step("blockdev-snapshot-sync", args, "create and switch to the overlay", changes_chain=True)],
         target=full,
     )
 
@@ -565,8 +587,8 @@ def plan_copy(
             "The old chain is left as it was at the snapshot: a point-in-time copy.",
         ],
         steps=[
-            Step("blockdev-snapshot-sync", snap, "step 1: snapshot into the destination"),
-            Step("block-stream", stream, "step 2: stream the chain into it", starts_job=job_id),
+            Step("blockdev-snapshot-sync", snap, "step 1: snapshot into the destination", changes_chain=True),
+            Step("block-stream", stream, "step 2: stream the chain into it", starts_job=job_id, job_type="stream"),
         ],
         warnings=_raw_note(drive) + ([space_note] if space_note else []),
         target=full,

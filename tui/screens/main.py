@@ -236,7 +236,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Merge (block-stream) on {drive.name}",
-                lambda v: ops.plan_stream(drive, base, v["speed"], job_id, shared=shared),
+                lambda v: self.chain_app.hub.planner(drive).plan_stream(drive, base, v["speed"], job_id, shared=shared),
                 [("speed", "Speed limit", self._speed_input())],
                 intro=(
                     f"New base: [b]{escape(img.label)}[/b]" if base else "Flatten: no base, everything is pulled up"
@@ -283,7 +283,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Commit (block-commit) into {img.label}",
-                lambda v: ops.plan_commit(
+                lambda v: self.chain_app.hub.planner(drive).plan_commit(
                     drive, img.node_name, v["top"], v["speed"], job_id, shared=shared, override=bool(v.get("override"))
                 ),
                 fields,
@@ -331,7 +331,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Mirror (live migration) of {drive.name}",
-                lambda v: ops.plan_mirror(
+                lambda v: self.chain_app.hub.planner(drive).plan_mirror(
                     drive, v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
                     copy_mode=None if v["copy_mode"] in (None, "background") else v["copy_mode"],
                     in_use=in_use,
@@ -360,7 +360,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Live copy of {drive.name}",
-                lambda v: ops.plan_copy(
+                lambda v: self.chain_app.hub.planner(drive).plan_copy(
                     drive, v["target"], v["method"], v["format"], v["speed"], job_id,
                     hub.new_node_name(v["target"] or "copy", drive), in_use=in_use,
                 ),
@@ -380,7 +380,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"External snapshot of {drive.name}",
-                lambda v: ops.plan_snapshot(
+                lambda v: self.chain_app.hub.planner(drive).plan_snapshot(
                     drive, v["target"], hub.new_node_name(v["target"] or "snap", drive), in_use=in_use
                 ),
                 [("target", "New image", target)],
