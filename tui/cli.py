@@ -17,7 +17,8 @@ from .backend.ops import human_duration, human_size
 
 USAGE = """\
 chaintui --demo                 make a temporary 4-image chain, start QEMU on it, open the UI
-chaintui SOCKET [SOCKET...]     open the UI on running QEMU processes (unix path or host:port)
+chaintui SOCKET [SOCKET...]     open the UI on running QEMU processes (unix path, host:port, ssh://,
+                                or a libvirt URI: qemu:///system, qemu:///system#DOMAIN, qemu+ssh://host/system)
 chaintui chains [--json] SOCKET...   print every drive's chain and the running jobs, then exit
 chaintui users [--json] FILE [SOCKET...]   print who uses an image (drives, processes, overlays on disk)
 chaintui log [--drive D] [--job J] [--json]   print the audit trail of actions sent
@@ -55,14 +56,15 @@ async def _connect_all(hub: Hub, sockets: list[str]) -> list[Any] | None:
     sessions = []
     for sock in sockets:
         try:
-            session = await hub.add(sock, reconnect=False)
+            found = await hub.connect(sock, reconnect=False)  # a libvirt URI: one per domain
         except ChainTuiError as exc:
             print(f"chaintui: {exc}", file=sys.stderr)
             return None
-        drives = await hub.refresh(session.name)
-        while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
+        for session in found:
             drives = await hub.refresh(session.name)
-        sessions.append(session)
+            while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
+                drives = await hub.refresh(session.name)
+            sessions.append(session)
     return sessions
 
 
@@ -115,6 +117,7 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
                     {
                         "qemu": session.name,
                         "address": session.address_text,
+                        "backend": session.kind,
                         "drives": [
                             {
                                 "name": d.name,
@@ -141,12 +144,13 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
                     }
                 )
                 continue
-            if len(sockets) > 1:
+            libvirt = session.kind == "libvirt"  # one group per domain: say which
+            if len(sessions) > 1 and not libvirt:
                 print(f"# {session.name} ({session.address_text})")
             if not drives:
-                print("(no drives)")
+                print(f"{session.name}: (no drives)" if libvirt else "(no drives)")
             for d in drives:
-                print(f"{d.name}: {d.notation()}")
+                print(f"{session.name + '/' if libvirt else ''}{d.name}: {d.notation()}")
             for j in jobs:
                 print(job_line(j))
     finally:
@@ -246,6 +250,22 @@ def _run_ui(sockets: list[str | tuple[str, str | None]], demo: bool, kind: str) 
             lab.close()
 
 
+def _libvirt_missing(addresses: list[str]) -> str | None:
+    """Why libvirt addresses cannot be opened here (the binding is an optional extra), or None."""
+    from .backend.backend import is_libvirt_address
+
+    libvirt = [a for a in addresses if is_libvirt_address(a)]
+    if not libvirt:
+        return None
+    try:
+        import libvirt as _  # noqa: F401
+    except ImportError:
+        from .backend.libvirt_session import INSTALL_HINT
+
+        return f"{libvirt[0]} is a libvirt address: {INSTALL_HINT}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "chains":
@@ -253,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("sockets", nargs="+", metavar="SOCKET")
         args = p.parse_args(argv[1:])
+        missing = _libvirt_missing(args.sockets)
+        if missing:
+            print(f"chaintui: {missing}", file=sys.stderr)
+            return 2
         try:
             return asyncio.run(_chains(args.sockets, args.json))
         except KeyboardInterrupt:
@@ -308,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chaintui: give a QMP socket, name endpoints in {config_path()}, or try `chaintui --demo`",
                   file=sys.stderr)
             return 2
+    missing = _libvirt_missing([s if isinstance(s, str) else s[0] for s in sockets])
+    if missing:
+        print(f"chaintui: {missing}", file=sys.stderr)
+        return 2
     return _run_ui(sockets, args.demo, args.demo_qemu)
 
 
