@@ -63,10 +63,10 @@ class _Calls:
         dom = self.session.domain
         bw = ["--bandwidth", str(bandwidth), "--bytes"] if bandwidth else []
         if base:
-            flags = ["VIR_DOMAIN_BLOCK_REBASE_RELATIVE"] + (["VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES"] if bandwidth else [])
+            flags = ["VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES"] if bandwidth else []
             return self.step("blockRebase", {"job-id": job_id, "disk": drive.name, "base": base, "bandwidth": bandwidth,
                                              "flags": flags},
-                             ["blockpull", dom, drive.name, "--base", base, "--keep-relative", *bw],
+                             ["blockpull", dom, drive.name, "--base", base, *bw],
                              starts_job=job_id, job_type="stream")
         flags = ["VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES"] if bandwidth else []
         return self.step("blockPull", {"job-id": job_id, "disk": drive.name, "bandwidth": bandwidth, "flags": flags},
@@ -92,11 +92,12 @@ class LibvirtPlanner(_Calls):
         bandwidth = int(qmp.arguments.get("speed", 0))
         top_node = qmp.arguments.get("top-node")
         base_node = qmp.arguments["base-node"]
-        flags = ["VIR_DOMAIN_BLOCK_COMMIT_RELATIVE"] if top_node else ["VIR_DOMAIN_BLOCK_COMMIT_ACTIVE"]
+        # no RELATIVE: libvirt refuses it for chains recorded with absolute names, and cannot tell beforehand
+        flags = [] if top_node else ["VIR_DOMAIN_BLOCK_COMMIT_ACTIVE"]
         if bandwidth:
             flags.append("VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES")
         virsh = ["blockcommit", self.session.domain, drive.name, "--base", base_node]
-        virsh += ["--top", top_node, "--keep-relative"] if top_node else ["--active"]
+        virsh += ["--top", top_node] if top_node else ["--active"]
         if bandwidth:
             virsh += ["--bandwidth", str(bandwidth), "--bytes"]
         plan.steps = [self.step(

@@ -199,6 +199,7 @@ class LibvirtSession:
         self._seen_ids: set[str] = set()
         self._last: dict[str, dict[str, Any]] = {}  # disk -> last blockJobInfo
         self._scan: asyncio.Task[None] | None = None
+        self._stats: dict[str, Any] = {}  # the last block stats (sizes), read while no job ran
 
     # -- Backend: state --------------------------------------------------
     @property
@@ -315,10 +316,17 @@ class LibvirtSession:
             raise NotConnected(f"{self.name}: not connected to libvirt")
 
         def read() -> tuple[str, dict[str, Any]]:
-            xml = self.dom.XMLDesc(0)
+            xml = self.dom.XMLDesc(0)  # libvirt's own record: does not ask QEMU
+            # QEMU 7.2 segfaults when asked for the backing chain's block stats while a
+            # block-stream finishes (reproduced with blockRebase + domainListGetStats in a
+            # loop): while any disk has a job, the sizes read before it are kept.
+            disks = [t.get("dev", "") for t in ET.fromstring(xml).findall("./devices/disk/target")]
+            if any(self.dom.blockJobInfo(disk, 0) for disk in disks):
+                return xml, self._stats
             stats = self._conn.conn.domainListGetStats(
                 [self.dom], libvirt.VIR_DOMAIN_STATS_BLOCK, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING)
-            return xml, (stats[0][1] if stats else {})
+            self._stats = stats[0][1] if stats else {}
+            return xml, self._stats
 
         try:
             xml, stats = await asyncio.to_thread(read)
@@ -486,8 +494,10 @@ def build_libvirt_drives(session: str, xml: str, stats: dict[str, Any], jobs: di
         if not layers:
             continue
         images = []
+        known = [sizes[p][0] for _, p, _ in layers if p in sizes]
         for i, (name, path, fmt) in enumerate(reversed(layers)):
-            capacity, physical = sizes.get(path, (0, None))
+            # a layer new since the sizes were read: the disk's size, allocation unknown
+            capacity, physical = sizes.get(path, (known[0] if known else 0, None))
             below = layers[len(layers) - i] if i > 0 else None
             images.append(Image(
                 node_name=name, filename=path, format=fmt, virtual_size=capacity,
