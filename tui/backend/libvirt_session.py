@@ -43,7 +43,15 @@ def load_libvirt() -> Any:
         import libvirt
     except ImportError:
         raise ConnectFailed(f"libvirt addresses need the libvirt Python binding: {INSTALL_HINT}") from None
+    global _quiet
+    if not _quiet:
+        # libvirt prints every error to stderr, where the terminal UI draws; they arrive as exceptions anyway
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
+        _quiet = True
     return libvirt
+
+
+_quiet = False
 
 
 def split_address(address: str) -> tuple[str, str | None]:
