@@ -11,6 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tui.backend.libvirt_demo import domain_xml
+
 URI = "qemu:///system"
 PIDFILES = {"virtlogd": Path("/run/virtlogd.pid"), "libvirtd": Path("/run/libvirtd.pid")}
 
@@ -100,20 +102,6 @@ def _pid(daemon: str) -> int | None:
         return pid
     except (OSError, ValueError):
         return None
-
-
-def domain_xml(name: str, disks: list[str]) -> str:
-    devs = "".join(
-        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{path}'/><target dev='vd{chr(ord('a') + i)}' bus='virtio'/></disk>"
-        for i, path in enumerate(disks)
-    )
-    return (
-        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
-        "<os><type arch='x86_64' machine='pc'>hvm</type></os><on_poweroff>destroy</on_poweroff>"
-        "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
-        f"{devs}<video><model type='none'/></video><memballoon model='none'/></devices></domain>"
-    )
 
 
 class Domains:

@@ -216,10 +216,16 @@ def _run_ui(sockets: list[str | tuple[str, str | None]], demo: bool, kind: str) 
     from .app import ChainApp
 
     lab = None
+    demo_domain = None
     if demo:
         from .backend.lab import DEBIAN_PACKAGES, Lab, LabError, missing_tools
 
         missing = missing_tools(("qemu-img", "qemu-io", "qemu-storage-daemon" if kind == "qsd" else "qemu-system-x86_64"))
+        if kind == "libvirt":
+            problem = _libvirt_missing(["qemu:///system"])
+            if problem:
+                print(f"chaintui --demo --demo-qemu libvirt: {problem}", file=sys.stderr)
+                return 1
         if missing:
             print(
                 f"chaintui --demo needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES} (or run `make demo`)",
@@ -235,17 +241,25 @@ def _run_ui(sockets: list[str | tuple[str, str | None]], demo: bool, kind: str) 
         signal.signal(signal.SIGHUP, _term)
         try:
             paths = lab.make_chain(4, 256 << 20, chunk=16 << 20, absolute=True)
-            q = lab.start(paths[-1], kind=kind, named_nodes=True)
-        except LabError as exc:
+            if kind == "libvirt":
+                from .backend.libvirt_demo import LibvirtDemo
+
+                demo_domain = LibvirtDemo([str(paths[-1])])
+                sockets = [demo_domain.start()]
+            else:
+                q = lab.start(paths[-1], kind=kind, named_nodes=True)
+                sockets = [str(q.qmp)]
+        except (LabError, RuntimeError) as exc:
             lab.close()
             print(f"chaintui: demo failed to start: {exc}", file=sys.stderr)
             return 1
-        sockets = [str(q.qmp)]
     try:
         app = ChainApp(sockets, lab=lab)
         app.run()
         return app.return_code or 0
     finally:
+        if demo_domain is not None:
+            demo_domain.close()  # before the chain's files go
         if lab is not None:
             lab.close()
 
@@ -315,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="chaintui", usage=USAGE, description="Live QEMU backing-chain operations.")
     p.add_argument("--version", action="version", version=f"chaintui {__version__}")
     p.add_argument("--demo", action="store_true", help="start a temporary chain on a real QEMU and open the UI")
-    p.add_argument("--demo-qemu", choices=("qsd", "system"), default="qsd", help="which QEMU the demo starts")
+    p.add_argument("--demo-qemu", choices=("qsd", "system", "libvirt"), default="qsd", help="which QEMU the demo starts")
     p.add_argument("sockets", nargs="*", metavar="SOCKET")
     args = p.parse_args(argv)
     sockets: list[str | tuple[str, str | None]] = list(args.sockets)
