@@ -444,6 +444,12 @@ async def test_qemu_ssh(vlab, sshd):  # noqa: F811 - the fixture
         job = await hub.wait_job(s, job.id, lambda j: j.finished)
         assert job.outcome == "completed: drive switched to the base"
         assert await refreshed(hub, s) == ["A.qcow2", "B.qcow2"] == dumpxml_chain(name)
+        # the target is on the other host: only what can be known from here is checked
+        d = hub.drive(s, "vda")
+        with pytest.raises(ValidationError, match="absolute path"):
+            hub.planner(d).plan_snapshot(d, "E.qcow2", "E")
+        await run(hub, s, hub.planner(d).plan_snapshot(d, str(paths[0].parent / "E.qcow2"), "E"))
+        assert await refreshed(hub, s) == ["A.qcow2", "B.qcow2", "E.qcow2"] == dumpxml_chain(name)
     finally:
         await hub.close()
     stop(name)

@@ -114,7 +114,7 @@ class LibvirtPlanner(_Calls):
             raise ValidationError("libvirt's blockCopy has no on-target-error setting: leave it empty", "on_error")
         self._check_idle(drive)
         plan = ops.plan_mirror(drive, target, fmt, sync, speed, job_id, mode=mode, copy_mode=copy_mode,
-                               in_use=in_use)
+                               in_use=in_use, here=self.session.local)
         plan.steps = [self.copy_step(drive, plan.steps[0].arguments, job_id)]
         return plan
 
@@ -160,14 +160,15 @@ class LibvirtPlanner(_Calls):
     def plan_snapshot(self, drive: Drive, target: str, node_name: str, fmt: str = "qcow2",
                       in_use: dict[str, str] | None = None) -> Plan:
         self._check_idle(drive)
-        plan = ops.plan_snapshot(drive, target, node_name, fmt, in_use=in_use)
+        plan = ops.plan_snapshot(drive, target, node_name, fmt, in_use=in_use, here=self.session.local)
         plan.steps = [self.snapshot_step(drive, plan.target or target)]
         return plan
 
     def plan_copy(self, drive: Drive, target: str, method: str, fmt: str, speed: Any, job_id: str,
                   node_name: str, in_use: dict[str, str] | None = None) -> Plan:
         self._check_idle(drive)
-        plan = ops.plan_copy(drive, target, method, fmt, speed, job_id, node_name, in_use=in_use)
+        plan = ops.plan_copy(drive, target, method, fmt, speed, job_id, node_name, in_use=in_use,
+                             here=self.session.local)
         if plan.steps[0].command == "drive-mirror":
             plan.steps = [self.copy_step(drive, plan.steps[0].arguments, job_id)]
             return plan

@@ -4,7 +4,7 @@ Chains come from the live domain XML (``<backingStore>`` nesting, layers named
 ``vda[N]`` as libvirt names them), sizes from ``domainListGetStats``.  Every
 operation is a libvirt API call (never ``qemuMonitorCommand``: that taints the
 domain and leaves libvirt's view of the chain stale).  Job ends arrive as
-``VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2`` through ``libvirtaio`` on the asyncio loop;
+``VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2`` (libvirt's event loop in a thread, handed to asyncio);
 progress is polled with ``blockJobInfo`` off the loop; the reason a job failed
 comes read-only from QEMU's own events (``libvirt_qemu.qemuMonitorEventRegister``,
 which does not taint).  Events are handed to the hub in QEMU's vocabulary (see
@@ -221,6 +221,13 @@ class LibvirtSession:
     @property
     def warning(self) -> str | None:
         return None
+
+    @property
+    def local(self) -> bool:
+        """The domain's files are on this machine (else targets cannot be checked here)."""
+        from urllib.parse import urlsplit
+
+        return not urlsplit(self.uri).hostname
 
     def subscribe_events(self, callback: Callable[[Any, dict[str, Any]], None]) -> None:
         self._event_callbacks.append(callback)
