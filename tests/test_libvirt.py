@@ -101,6 +101,14 @@ async def run(hub: Hub, session: str, plan, until_state=lambda j: j.finished):
     return job
 
 
+async def pivot(hub: Hub, session: str, job, outcome: str) -> None:
+    """Finish a ready job (blockJobAbort PIVOT) and wait for the chain libvirt then has."""
+    await hub.complete(session, job.id)
+    await hub.wait_job(session, job.id, lambda j: j.finished)
+    assert job.outcome == outcome
+    await hub.settle(session)
+
+
 def chain(hub: Hub, session: str, disk: str = "vda") -> list[str]:
     return [i.label for i in hub.drive(session, disk).images]
 
@@ -158,10 +166,7 @@ async def test_active_commit_pivot_then_follow_up(vlab):
         job = await run(hub, s, plan, lambda j: j.ready)
         with pytest.raises(ValidationError, match="no API to pause"):
             await hub.toggle_pause(s, job.id)
-        await hub.complete(s, job.id)
-        job = await hub.wait_job(s, job.id, lambda j: j.finished)
-        assert job.outcome == "completed: drive switched to the base"
-        await hub.settle(s)
+        await pivot(hub, s, job, "completed: drive switched to the base")
         assert await refreshed(hub, s) == ["A.qcow2", "B.qcow2"] == dumpxml_chain(name)
         follow_up(name)
     finally:
@@ -183,10 +188,7 @@ async def test_mirror_pivot(vlab, persistent):
         job = await run(hub, s, plan, lambda j: j.ready)
         with pytest.raises(ValidationError, match="only when it starts"):
             await hub.write_blocking(s, job.id)
-        await hub.complete(s, job.id)
-        job = await hub.wait_job(s, job.id, lambda j: j.finished)
-        assert job.outcome == "completed: drive switched to the target"
-        await hub.settle(s)
+        await pivot(hub, s, job, "completed: drive switched to the target")
         assert await refreshed(hub, s) == ["A.qcow2", "B.qcow2", "C.qcow2", "D-mirror.qcow2"] == dumpxml_chain(name)
         follow_up(name)
     finally:
@@ -368,54 +370,36 @@ async def test_four_drives_from_the_keyboard(vlab, monkeypatch):
         def job_on(session: str, disk: str):
             return next((j for j in hub.tracker.for_session(session) if j.drive == disk), None)
 
-        # merge on a/vda
-        await pick(a, "vda")
-        await highlight(pilot, app, "B.qcow2")
-        await press(pilot, "s")
-        await dialog(pilot, app)
-        await press(pilot, "enter")
-        j = await until(pilot, lambda: job_on(a, "vda"), what="merge job")
+        async def start_job(session: str, disk: str, key: str, image: str | None = None, typed: str = ""):
+            await pick(session, disk)
+            if image:
+                await highlight(pilot, app, image)
+            await press(pilot, key)
+            values = (await dialog(pilot, app)).values()
+            await pilot.press(*typed)
+            await press(pilot, "enter")
+            return await until(pilot, lambda: job_on(session, disk), what=f"the job on {disk}"), values
+
+        async def confirm(j, key: str, outcome: str) -> None:
+            await press(pilot, key)
+            await dialog(pilot, app, ConfirmDialog)
+            await press(pilot, "enter")
+            await until(pilot, lambda: j.finished, what=outcome)
+            assert j.outcome == outcome
+
+        j, _ = await start_job(a, "vda", "s", "B.qcow2")  # merge
         await until(pilot, lambda: j.finished, what="merge done")
         assert j.outcome == "completed"
-        # active commit + pivot on a/vdb
-        await pick(a, "vdb")
-        await highlight(pilot, app, "d1B.qcow2")
-        await press(pilot, "c")
-        await dialog(pilot, app)
-        await press(pilot, "enter")
-        j = await until(pilot, lambda: job_on(a, "vdb"), what="commit job")
+        j, _ = await start_job(a, "vdb", "c", "d1B.qcow2")  # active commit + pivot
         await until(pilot, lambda: j.ready, what="ready")
-        await press(pilot, "f")
-        await dialog(pilot, app, ConfirmDialog)
-        await press(pilot, "enter")
-        await until(pilot, lambda: j.finished, what="pivot")
-        assert j.outcome == "completed: drive switched to the base"
-        # mirror + pivot on b/vda
-        await pick(b, "vda")
-        await press(pilot, "m")
-        dlg = await dialog(pilot, app)
-        mirror_target = dlg.values()["target"]
-        await press(pilot, "enter")
-        j = await until(pilot, lambda: job_on(b, "vda"), what="mirror job")
+        await confirm(j, "f", "completed: drive switched to the base")
+        j, values = await start_job(b, "vda", "m")  # mirror + pivot
+        mirror_target = values["target"]
         await until(pilot, lambda: j.ready, what="mirror ready")
-        await press(pilot, "f")
-        await dialog(pilot, app, ConfirmDialog)
-        await press(pilot, "y")
-        await until(pilot, lambda: j.finished, what="mirror pivot")
-        assert j.outcome == "completed: drive switched to the target"
-        # cancel on b/vdb
-        await pick(b, "vdb")
-        await press(pilot, "end", "s")
-        await dialog(pilot, app)
-        await pilot.press(*"64K")
-        await press(pilot, "enter")
-        j = await until(pilot, lambda: job_on(b, "vdb"), what="slow job")
+        await confirm(j, "f", "completed: drive switched to the target")
+        j, _ = await start_job(b, "vdb", "s", "d1D.qcow2", typed="64K")  # a slow flatten, cancelled
         await until(pilot, lambda: j.offset > 0, what="progress")
-        await press(pilot, "x")  # from the chain: the selected drive's running job
-        await dialog(pilot, app, ConfirmDialog)
-        await press(pilot, "enter")
-        await until(pilot, lambda: j.finished, what="cancelled")
-        assert j.outcome == "cancelled"
+        await confirm(j, "x", "cancelled")  # from the chain: the selected drive's running job
         assert dumpxml_chain(a, "vda") == ["A.qcow2", "B.qcow2", "D.qcow2"]
         assert dumpxml_chain(a, "vdb") == ["d1A.qcow2", "d1B.qcow2"]
         assert dumpxml_chain(b, "vda") == [os.path.basename(mirror_target)]  # the dialog's default: sync full
@@ -440,9 +424,7 @@ async def test_qemu_ssh(vlab, sshd):  # noqa: F811 - the fixture
         d = hub.drive(s, "vda")
         plan = hub.planner(d).plan_commit(d, "B.qcow2", None, "", hub.new_job_id("commit", d))
         job = await run(hub, s, plan, lambda j: j.ready)
-        await hub.complete(s, job.id)
-        job = await hub.wait_job(s, job.id, lambda j: j.finished)
-        assert job.outcome == "completed: drive switched to the base"
+        await pivot(hub, s, job, "completed: drive switched to the base")
         assert await refreshed(hub, s) == ["A.qcow2", "B.qcow2"] == dumpxml_chain(name)
         # the target is on the other host: only what can be known from here is checked
         d = hub.drive(s, "vda")
