@@ -436,3 +436,18 @@ async def test_qemu_ssh(vlab, sshd):  # noqa: F811 - the fixture
         await hub.close()
     stop(name)
     same(vlab, paths[1], ref)
+
+
+def test_demo_domain_is_transient_and_goes_away(vlab):
+    from tui.backend.libvirt_demo import LibvirtDemo
+
+    paths = vlab.make_chain(2, 16 * MiB, absolute=True, subdir="demo")
+    demo = LibvirtDemo([str(paths[-1])], uri=URI)
+    address = demo.start()
+    try:
+        assert address == f"{URI}#{demo.name}"
+        assert demo.name in virsh("list", "--name").stdout
+        assert dumpxml_chain(demo.name) == ["A.qcow2", "B.qcow2"]
+    finally:
+        demo.close()
+    assert demo.name not in virsh("list", "--all", "--name").stdout  # transient: destroyed is undefined

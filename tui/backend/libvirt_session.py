@@ -405,9 +405,6 @@ class LibvirtSession:
         self._job_types[disk] = job_type
         return job_id
 
-    def note_ids(self, ids: set[str]) -> None:
-        self._seen_ids |= ids
-
     # -- events ----------------------------------------------------------
     def _emit(self, name: str, data: dict[str, Any]) -> None:
         event = {"event": name, "data": data}
