@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from .backend.audit import AuditLog
-from .backend.errors import ChainTuiError
+from .backend.errors import ChainTuiError, ConnectFailed
 from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
 from .backend.jobs import Job
 from .backend.lab import Lab
@@ -65,7 +65,7 @@ class ChainApp(App[int]):
         self.push_screen(self.main_screen)
         for sock in self.sockets:
             address, name = sock if isinstance(sock, tuple) else (sock, None)
-            self.run_worker(self.hub.add(address, name), exit_on_error=False, group="connect")
+            self.run_worker(self.hub.connect(address, name), exit_on_error=False, group="connect")
 
     def on_hub_change(self, change: Any) -> None:
         screen = self.main_screen
@@ -157,8 +157,10 @@ class ChainApp(App[int]):
             return
         error = event.worker.error
         if isinstance(error, ChainTuiError):
-            if event.worker.group == "connect":
+            if event.worker.group == "connect" and not isinstance(error, ConnectFailed):
                 return  # the session shows it, and keeps retrying
+            if event.worker.group == "connect":
+                self.hub.note(str(error), kind="error")
             self.notify(str(error), title="QEMU said" if "QMPCommandError" in type(error).__name__ else "Not done", severity="error", timeout=8)
         else:
             log.error("internal error", exc_info=error)

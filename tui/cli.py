@@ -17,7 +17,8 @@ from .backend.ops import human_duration, human_size
 
 USAGE = """\
 chaintui --demo                 make a temporary 4-image chain, start QEMU on it, open the UI
-chaintui SOCKET [SOCKET...]     open the UI on running QEMU processes (unix path or host:port)
+chaintui SOCKET [SOCKET...]     open the UI on running QEMU processes (unix path, host:port, ssh://,
+                                or a libvirt URI: qemu:///system, qemu:///system#DOMAIN, qemu+ssh://host/system)
 chaintui chains [--json] SOCKET...   print every drive's chain and the running jobs, then exit
 chaintui users [--json] FILE [SOCKET...]   print who uses an image (drives, processes, overlays on disk)
 chaintui log [--drive D] [--job J] [--json]   print the audit trail of actions sent
@@ -55,14 +56,15 @@ async def _connect_all(hub: Hub, sockets: list[str]) -> list[Any] | None:
     sessions = []
     for sock in sockets:
         try:
-            session = await hub.add(sock, reconnect=False)
+            found = await hub.connect(sock, reconnect=False)  # a libvirt URI: one per domain
         except ChainTuiError as exc:
             print(f"chaintui: {exc}", file=sys.stderr)
             return None
-        drives = await hub.refresh(session.name)
-        while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
+        for session in found:
             drives = await hub.refresh(session.name)
-        sessions.append(session)
+            while any(img.partial for d in drives for img in d.images):  # a big graph's sketch: get the details
+                drives = await hub.refresh(session.name)
+            sessions.append(session)
     return sessions
 
 
@@ -115,6 +117,7 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
                     {
                         "qemu": session.name,
                         "address": session.address_text,
+                        "backend": session.kind,
                         "drives": [
                             {
                                 "name": d.name,
@@ -141,12 +144,13 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
                     }
                 )
                 continue
-            if len(sockets) > 1:
+            libvirt = session.kind == "libvirt"  # one group per domain: say which
+            if len(sessions) > 1 and not libvirt:
                 print(f"# {session.name} ({session.address_text})")
             if not drives:
-                print("(no drives)")
+                print(f"{session.name}: (no drives)" if libvirt else "(no drives)")
             for d in drives:
-                print(f"{d.name}: {d.notation()}")
+                print(f"{session.name + '/' if libvirt else ''}{d.name}: {d.notation()}")
             for j in jobs:
                 print(job_line(j))
     finally:
@@ -212,10 +216,16 @@ def _run_ui(sockets: list[str | tuple[str, str | None]], demo: bool, kind: str) 
     from .app import ChainApp
 
     lab = None
+    demo_domain = None
     if demo:
         from .backend.lab import DEBIAN_PACKAGES, Lab, LabError, missing_tools
 
         missing = missing_tools(("qemu-img", "qemu-io", "qemu-storage-daemon" if kind == "qsd" else "qemu-system-x86_64"))
+        if kind == "libvirt":
+            problem = _libvirt_missing(["qemu:///system"])
+            if problem:
+                print(f"chaintui --demo --demo-qemu libvirt: {problem}", file=sys.stderr)
+                return 1
         if missing:
             print(
                 f"chaintui --demo needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES} (or run `make demo`)",
@@ -231,19 +241,43 @@ def _run_ui(sockets: list[str | tuple[str, str | None]], demo: bool, kind: str) 
         signal.signal(signal.SIGHUP, _term)
         try:
             paths = lab.make_chain(4, 256 << 20, chunk=16 << 20, absolute=True)
-            q = lab.start(paths[-1], kind=kind, named_nodes=True)
-        except LabError as exc:
+            if kind == "libvirt":
+                from .backend.libvirt_demo import LibvirtDemo
+
+                demo_domain = LibvirtDemo([str(paths[-1])])
+                sockets = [demo_domain.start()]
+            else:
+                q = lab.start(paths[-1], kind=kind, named_nodes=True)
+                sockets = [str(q.qmp)]
+        except (LabError, RuntimeError) as exc:
             lab.close()
             print(f"chaintui: demo failed to start: {exc}", file=sys.stderr)
             return 1
-        sockets = [str(q.qmp)]
     try:
         app = ChainApp(sockets, lab=lab)
         app.run()
         return app.return_code or 0
     finally:
+        if demo_domain is not None:
+            demo_domain.close()  # before the chain's files go
         if lab is not None:
             lab.close()
+
+
+def _libvirt_missing(addresses: list[str]) -> str | None:
+    """Why libvirt addresses cannot be opened here (the binding is an optional extra), or None."""
+    from .backend.backend import is_libvirt_address
+
+    libvirt = [a for a in addresses if is_libvirt_address(a)]
+    if not libvirt:
+        return None
+    try:
+        import libvirt as _  # noqa: F401
+    except ImportError:
+        from .backend.libvirt_session import INSTALL_HINT
+
+        return f"{libvirt[0]} is a libvirt address: {INSTALL_HINT}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("sockets", nargs="+", metavar="SOCKET")
         args = p.parse_args(argv[1:])
+        missing = _libvirt_missing(args.sockets)
+        if missing:
+            print(f"chaintui: {missing}", file=sys.stderr)
+            return 2
         try:
             return asyncio.run(_chains(args.sockets, args.json))
         except KeyboardInterrupt:
@@ -291,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="chaintui", usage=USAGE, description="Live QEMU backing-chain operations.")
     p.add_argument("--version", action="version", version=f"chaintui {__version__}")
     p.add_argument("--demo", action="store_true", help="start a temporary chain on a real QEMU and open the UI")
-    p.add_argument("--demo-qemu", choices=("qsd", "system"), default="qsd", help="which QEMU the demo starts")
+    p.add_argument("--demo-qemu", choices=("qsd", "system", "libvirt"), default="qsd", help="which QEMU the demo starts")
     p.add_argument("sockets", nargs="*", metavar="SOCKET")
     args = p.parse_args(argv)
     sockets: list[str | tuple[str, str | None]] = list(args.sockets)
@@ -308,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chaintui: give a QMP socket, name endpoints in {config_path()}, or try `chaintui --demo`",
                   file=sys.stderr)
             return 2
+    missing = _libvirt_missing([s if isinstance(s, str) else s[0] for s in sockets])
+    if missing:
+        print(f"chaintui: {missing}", file=sys.stderr)
+        return 2
     return _run_ui(sockets, args.demo, args.demo_qemu)
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audit import AuditLog
-from .chain import Drive, JobTarget, NodeInfoCache, graph_signature, query_drives
+from .backend import Backend, open_backends
+from .chain import Drive, JobTarget, NodeInfoCache, graph_signature
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
-from .ops import Plan, make_id, make_node_name
-from .session import QemuSession, SessionState, address_warning
+from .ops import Plan, Step, make_id, make_node_name
+from .session import SessionState
 from .state import OwnedJobs
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ WATCH_INTERVAL = 1.0
 # -- what listeners hear ---------------------------------------------------
 @dataclass
 class SessionChanged:
-    session: QemuSession
+    session: Backend
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Hub:
         self.watch_interval = watch_interval  # 0: no structure watch (chaintui chains)
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.audit = audit
-        self.sessions: dict[str, QemuSession] = {}
+        self.sessions: dict[str, Backend] = {}
         self.drives: dict[str, list[Drive]] = {}
         self.targets: dict[str, list[JobTarget]] = {}
         self.tracker = JobTracker()
@@ -86,7 +87,6 @@ class Hub:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._refresh_dirty: set[str] = set()
-        self._poll_count: dict[str, int] = {}
         self.node_info: dict[str, NodeInfoCache] = {}
         self._checks: dict[str, asyncio.Task[None]] = {}
         self.structure_checks = 0
@@ -114,9 +114,21 @@ class Hub:
         self._emit(LogEntry(text, session, kind, data=data))
 
     # -- sessions --------------------------------------------------------
-    async def add(self, address: str, name: str | None = None, *, reconnect: bool = True) -> QemuSession:
-        """Connect to a QEMU; returns after the first attempt (see QemuSession.start)."""
-        session = QemuSession(address, name, reconnect=reconnect)
+    async def add(self, address: str, name: str | None = None, *, reconnect: bool = True) -> Backend:
+        """Connect to a QEMU; returns after the first attempt (see QemuSession.start).
+
+        An address that names several groups (a libvirt URI: one per domain) returns the first;
+        :meth:`connect` returns them all."""
+        return (await self.connect(address, name, reconnect=reconnect))[0]
+
+    async def connect(self, address: str, name: str | None = None, *, reconnect: bool = True) -> list[Backend]:
+        """Connect to every backend an address names (a QMP socket, a libvirt URI's domains)."""
+        started = []
+        for session in await open_backends(address, name, reconnect=reconnect):
+            started.append(await self._start(session))
+        return started
+
+    async def _start(self, session: Backend) -> Backend:
         base, n = session.name, 2
         while session.name in self.sessions:
             session.name = f"{base}#{n}"
@@ -125,7 +137,7 @@ class Hub:
         self.drives.setdefault(session.name, [])
         session.subscribe_events(self._on_event)
         session.subscribe_state(self._on_state)
-        warning = address_warning(session.address)
+        warning = session.warning
         if warning:
             self.note(warning, session.name, "warning")
         try:
@@ -144,7 +156,7 @@ class Hub:
         self.drives.pop(name, None)
         self._emit(DrivesChanged(name))
 
-    def _on_state(self, session: QemuSession) -> None:
+    def _on_state(self, session: Backend) -> None:
         if session.name not in self.sessions:
             return
         if session.state is SessionState.CONNECTED:
@@ -161,7 +173,7 @@ class Hub:
                 self._emit(JobsChanged(changed))
         self._emit(SessionChanged(session))
 
-    def _on_event(self, session: QemuSession, event: dict[str, Any]) -> None:
+    def _on_event(self, session: Backend, event: dict[str, Any]) -> None:
         name = event.get("event", "")
         data = event.get("data") or {}
         if name.startswith("BLOCK_JOB") or name == "JOB_STATUS_CHANGE":
@@ -223,8 +235,8 @@ class Hub:
         """Re-read the block graph of one session now."""
         sess = self.sessions[session]
         cache = self.node_info.setdefault(session, NodeInfoCache())
-        drives, targets = await query_drives(sess, cache)
         before = {d.name: [i.node_name for i in d.images] for d in self.drives.get(session, [])}
+        drives, targets = await sess.read_drives(cache)
         self.drives[session] = drives
         self.targets[session] = targets
         changed: list[Job] = []
@@ -360,15 +372,8 @@ class Hub:
     async def poll(self, session: str, full: bool = True) -> list[Job]:
         sess = self.sessions[session]
         asked_at = time.monotonic()
-        block_jobs = await sess.execute("query-block-jobs")
-        # query-jobs (concluded jobs, vanished ones) once a second is enough;
-        # progress comes from query-block-jobs
-        n = self._poll_count.get(session, 0)
-        self._poll_count[session] = n + 1
-        jobs = None
         open_jobs = [j for j in self.tracker.for_session(session) if j.outcome is None]
-        if full or n % 5 == 0 or len(block_jobs) != len(open_jobs):
-            jobs = await sess.execute("query-jobs")
+        block_jobs, jobs = await sess.poll_jobs(full, len(open_jobs))
         changed = self.tracker.on_poll(session, block_jobs, jobs, asked_at=asked_at)
         known = None
         if jobs is not None:  # every job QEMU has now
@@ -411,6 +416,13 @@ class Hub:
             if d.name == name:
                 return d
         raise ValidationError(f"No drive {name!r} on {session}", "drive")
+
+    def planner(self, drive: Drive) -> Any:
+        """Who builds plans for this drive (its backend's :class:`~tui.backend.backend.Planner`)."""
+        sess = self.sessions.get(drive.session)
+        if sess is None:
+            raise NotConnected(f"No QEMU named {drive.session!r}")
+        return sess.planner
 
     def taken_ids(self, session: str) -> set[str]:
         return {j.id for j in self.tracker.for_session(session)}
@@ -499,11 +511,9 @@ class Hub:
                 job.started_by_us = True
                 job.drive = plan.drive
                 job.target = plan.target if plan.kind in ("mirror", "copy") else None
-                job.type = {"block-stream": "stream", "block-commit": "commit", "drive-mirror": "mirror"}.get(
-                    step.command, job.type
-                )
+                job.type = step.job_type or job.type
                 job.speed = int(step.arguments.get("speed", 0))
-                job.active_commit = step.command == "block-commit" and "top-node" not in step.arguments
+                job.active_commit = step.job_type == "commit" and step.ends_ready
                 job.launching = True
             try:
                 await self.execute(plan.session, step.command, step.arguments, drive=plan.drive, job=step.starts_job)
@@ -537,7 +547,7 @@ class Hub:
                                    operation=plan.kind, target=job.target, active_commit=job.active_commit)
                 started.append(job)
                 self._emit(JobsChanged([job]))
-            if step.command == "blockdev-snapshot-sync" and i + 1 < len(plan.steps):
+            if step.changes_chain and i + 1 < len(plan.steps):
                 await self.refresh(plan.session)
         self.schedule_refresh(plan.session)
         self._ensure_poller(plan.session, force=True)
@@ -557,17 +567,27 @@ class Hub:
             raise ValidationError(f"Job {job_id} has already ended ({job.outcome}){hint}", "job")
         return job
 
-    async def _job_execute(self, job: Job, command: str, arguments: dict[str, Any]) -> Any:
-        return await self.execute(job.session, command, arguments, drive=job.drive, job=job.id)
+    async def _job_step(self, job: Job, step: Step) -> Any:
+        """Send a job command the backend built; an error it explains becomes a ValidationError."""
+        try:
+            return await self.execute(job.session, step.command, step.arguments, drive=job.drive, job=job.id)
+        except QMPCommandError as exc:
+            if exc.error_class in step.explain:
+                raise ValidationError(step.explain[exc.error_class], "job") from None
+            raise
+
+    def _control(self, session: str) -> Any:
+        sess = self.sessions.get(session)
+        if sess is None:
+            raise NotConnected(f"No QEMU named {session!r}")
+        return sess.control
 
     async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
         job = self._live_job(session, job_id, "; nothing to cancel")
-        args: dict[str, Any] = {"device": job_id}
-        if force or job.user_paused or job.paused and job.io_status != "ok":
-            args["force"] = True
+        step = self._control(session).cancel(job, force)
         job.cancel_requested = True
         try:
-            await self._job_execute(job, "block-job-cancel", args)
+            await self._job_step(job, step)
         except ChainTuiError:
             job.cancel_requested = False
             raise
@@ -581,20 +601,21 @@ class Hub:
                 "finish is possible once source and target are in sync",
                 "job",
             )
+        step = self._control(session).complete(job)
         job.complete_requested = True
-        await self._job_execute(job, "block-job-complete", {"device": job_id})
+        await self._job_step(job, step)
         self._ensure_poller(session, force=True)
 
     async def pause(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self._job_execute(job, "block-job-pause", {"device": job_id})
+        await self._job_step(job, self._control(session).pause(job))
         job.user_paused = True
         job._touch()
         self._emit(JobsChanged([job]))
 
     async def resume(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self._job_execute(job, "block-job-resume", {"device": job_id})
+        await self._job_step(job, self._control(session).resume(job))
         job.user_paused = False
         job._touch()
         self._emit(JobsChanged([job]))
@@ -613,7 +634,7 @@ class Hub:
         job = self._live_job(session, job_id)
         if speed < 0:
             raise ValidationError("Speed limit must not be negative", "speed")
-        await self._job_execute(job, "block-job-set-speed", {"device": job_id, "speed": int(speed)})
+        await self._job_step(job, self._control(session).set_speed(job, int(speed)))
         job.speed = int(speed)
         job._touch()
         self._emit(JobsChanged([job]))
@@ -621,32 +642,18 @@ class Hub:
     async def write_blocking(self, session: str, job_id: str) -> None:
         """Switch a mirror to copy-mode write-blocking (QEMU 8.2+: block-job-change)."""
         job = self._live_job(session, job_id)
-        if job.type != "mirror":
-            raise ValidationError(f"Job {job_id} is a {job.type} job: only a mirror has a copy mode", "job")
-        try:
-            await self._job_execute(job, "block-job-change", {"id": job_id, "type": "mirror", "copy-mode": "write-blocking"})
-        except QMPCommandError as exc:
-            if exc.error_class == "CommandNotFound":
-                raise ValidationError(
-                    "This QEMU cannot switch a running mirror to write-blocking (block-job-change needs QEMU 8.2 "
-                    "or newer): raise or lift the speed limit, or cancel and start the mirror again with "
-                    "copy mode write-blocking",
-                    "job",
-                ) from None
-            raise
+        await self._job_step(job, self._control(session).write_blocking(job))
         self.note(f"job {job_id}: copy mode write-blocking (guest writes now wait for the target)", session)
-
-    async def finalize(self, session: str, job_id: str) -> None:
-        await self._job_execute(self._job(session, job_id), "job-finalize", {"id": job_id})
 
     async def dismiss(self, session: str, job_id: str) -> None:
         """Forget a finished job (and dismiss it in QEMU if it still lingers there)."""
         job = self._job(session, job_id)
         if not job.finished and job.status not in ENDED_STATES:
             raise ValidationError(f"Job {job_id} is still {job.status}: cancel it first", "job")
-        if job.status == "concluded" and self.sessions[session].connected:
+        step = self._control(session).dismiss(job)
+        if step is not None and self.sessions[session].connected:
             try:
-                await self._job_execute(job, "job-dismiss", {"id": job_id})
+                await self._job_step(job, step)
             except QMPCommandError:
                 pass
         self.tracker.remove(session, job_id)

@@ -86,11 +86,28 @@ def human_duration(seconds: float | None) -> str:
 
 @dataclass
 class Step:
+    """One command in the backend's language, and what it does to the job model.
+
+    The hub runs steps and never parses them: what it must know is written here.
+    """
+
     command: str
     arguments: dict[str, Any]
     note: str = ""
     starts_job: str | None = None  # job id when this step starts a job
     wait_for_job: str | None = None  # wait for this job to end before the step
+    job_type: str | None = None  # stream, commit, mirror: the job it starts
+    ends_ready: bool = False  # the job it starts goes ready and waits for finish or cancel (active commit, mirror)
+    changes_chain: bool = False  # the chain is different afterwards (re-read before the next step)
+    explain: dict[str, str] = field(default_factory=dict)  # error class -> what it means for the operator
+    text: str = ""  # how the operator reads it in the preview ("" = the QMP command as JSON)
+
+    def preview(self) -> str:
+        import json
+
+        if self.text:
+            return self.text
+        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, indent=None)
 
 
 @dataclass
@@ -110,6 +127,10 @@ class Plan:
     @property
     def job_ids(self) -> list[str]:
         return [s.starts_job for s in self.steps if s.starts_job]
+
+    def preview(self) -> str:
+        """Every command the plan sends, as the dialog shows it (QMP, or a libvirt call and its virsh line)."""
+        return "\n".join(s.preview() for s in self.steps)
 
     def qmp_json(self) -> str:
         import json
@@ -209,9 +230,13 @@ def format_for_target(path: str) -> str | None:
 
 
 def resolve_target(
-    path: str, drive: Drive | None = None, *, existing: bool = False, in_use: dict[str, str] | None = None
+    path: str, drive: Drive | None = None, *, existing: bool = False, in_use: dict[str, str] | None = None,
+    here: bool = True,
 ) -> str:
-    """Check a target path before QEMU sees it; returns the absolute path."""
+    """Check a target path before QEMU sees it; returns the absolute path.
+
+    ``here`` False: the file is on another host (a remote libvirt); only what can be
+    known without its file system is checked."""
     if path is None or not str(path).strip():
         raise ValidationError("Target path is empty", "target")
     path = str(path)
@@ -219,24 +244,23 @@ def resolve_target(
         raise ValidationError("Target path contains a control character (e.g. a newline); choose another name", "target")
     if any("\udc80" <= ch <= "\udcff" for ch in path):
         raise ValidationError("Target path is not valid UTF-8; QMP can only carry UTF-8 file names", "target")
+    if not here and not os.path.isabs(path):
+        raise ValidationError(f"Target {path} is on another host: give an absolute path", "target")
     full = os.path.abspath(os.path.expanduser(path))
     if len(full.encode("utf-8", "surrogateescape")) > PATH_MAX:
         raise ValidationError(f"Target path is too long ({len(full)} characters; the limit is {PATH_MAX})", "target")
     if any(len(part.encode()) > 255 for part in full.split(os.sep)):
         raise ValidationError("A component of the target path is longer than 255 bytes", "target")
     directory = os.path.dirname(full)
+    if not here:
+        return _not_in_chain(full, drive)
     if not os.path.isdir(directory):
         raise ValidationError(f"Target directory {directory} does not exist", "target")
     if os.path.isdir(full):
         raise ValidationError(f"Target {full} is a directory; give a file name", "target")
     if drive is not None:
         real = os.path.realpath(full)
-        for img in drive.images:
-            if img.filename.startswith("json:"):
-                continue
-            if os.path.realpath(img.filename) == real:
-                what = "the active image" if img is drive.active else "an image of its backing chain"
-                raise ValidationError(f"Target {full} is {what} ({img.label}); pick a new file", "target")
+        _not_in_chain(real, drive)
         who = (in_use or {}).get(real)
         if who is not None:
             raise ValidationError(f"Target {full} is in use by {who}; pick a new file", "target")
@@ -250,6 +274,16 @@ def resolve_target(
             )
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ValidationError(f"Target directory {directory} is not writable", "target")
+    return full
+
+
+def _not_in_chain(full: str, drive: Drive | None) -> str:
+    for img in drive.images if drive is not None else []:
+        if img.filename.startswith("json:"):
+            continue
+        if os.path.realpath(img.filename) == full or img.filename == full:
+            what = "the active image" if img is drive.active else "an image of its backing chain"
+            raise ValidationError(f"Target {full} is {what} ({img.label}); pick a new file", "target")
     return full
 
 
@@ -373,7 +407,7 @@ def plan_stream(
         before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
-        steps=[Step("block-stream", args, "pull data into the active image", starts_job=job_id)],
+        steps=[Step("block-stream", args, "pull data into the active image", starts_job=job_id, job_type="stream")],
         warnings=_raw_note(drive),
     )
 
@@ -440,7 +474,8 @@ def plan_commit(
         before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
-        steps=[Step("block-commit", args, "write data down into the base", starts_job=job_id)],
+        steps=[Step("block-commit", args, "write data down into the base", starts_job=job_id, job_type="commit",
+                    ends_ready=active)],
         warnings=warnings,
         override=list(shared or []),
     )
@@ -457,8 +492,11 @@ def plan_mirror(
     copy_mode: str | None = None,
     on_target_error: str | None = None,
     in_use: dict[str, str] | None = None,
+    here: bool = True,
 ) -> Plan:
-    """Live migration: mirror the drive to ``target``; ready, then complete or cancel."""
+    """Live migration: mirror the drive to ``target``; ready, then complete or cancel.
+
+    ``here`` False: the target is on another host; its file system is not checked."""
     fmt = _format(fmt)
     sync = (sync or "").strip().lower()
     if sync not in SYNC_MODES:
@@ -466,12 +504,14 @@ def plan_mirror(
     if mode not in MIRROR_MODES:
         raise ValidationError(f"Unknown mode {mode!r}: choose absolute-paths or existing", "mode")
     rate = parse_speed(speed)
-    full = resolve_target(target, drive, existing=(mode == "existing"), in_use=in_use)
+    full = resolve_target(target, drive, existing=(mode == "existing"), in_use=in_use, here=here)
     _check_busy(drive, [drive.active])
     _check_users(drive.active, drive=drive)
     space_note = None
     needed = bytes_to_write(drive, sync, fmt)
-    if mode == "existing":
+    if not here:
+        pass
+    elif mode == "existing":
         inspect_existing(full, fmt, drive)
     else:
         space_note = check_space(full, needed)
@@ -514,18 +554,19 @@ def plan_mirror(
             f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
             "leaves the target a consistent copy.",
         ],
-        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id)],
+        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id, job_type="mirror", ends_ready=True)],
         warnings=_raw_note(drive, fmt) + _suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
     )
 
 
 def plan_snapshot(
-    drive: Drive, target: str, node_name: str, fmt: str = "qcow2", in_use: dict[str, str] | None = None
+    drive: Drive, target: str, node_name: str, fmt: str = "qcow2", in_use: dict[str, str] | None = None,
+    here: bool = True,
 ) -> Plan:
     """External snapshot: a new empty overlay becomes the active image."""
     fmt = _format(fmt, ("qcow2",))
-    full = resolve_target(target, drive, in_use=in_use)
+    full = resolve_target(target, drive, in_use=in_use, here=here)
     _check_busy(drive, [drive.active])
     _check_users(drive.active, drive=drive)
     args = _snapshot_args(drive, full, node_name, fmt)
@@ -541,7 +582,7 @@ def plan_snapshot(
             f"A new empty image {full} is created on top of {drive.active.label}.",
             f"The guest writes to {label} from now on; {drive.active.label} becomes read-only.",
         ],
-        steps=[Step("blockdev-snapshot-sync", args, "create and switch to the overlay")],
+        steps=[Step("blockdev-snapshot-sync", args, "create and switch to the overlay", changes_chain=True)],
         target=full,
     )
 
@@ -564,11 +605,12 @@ def plan_copy(
     job_id: str,
     node_name: str,
     in_use: dict[str, str] | None = None,
+    here: bool = True,
 ) -> Plan:
     """Live copy: snapshot into the destination then stream into it, or a full mirror."""
     method = (method or "").strip().lower()
     if method in ("mirror", "full-mirror", "full mirror"):
-        plan = plan_mirror(drive, target, fmt, "full", speed, job_id, in_use=in_use)
+        plan = plan_mirror(drive, target, fmt, "full", speed, job_id, in_use=in_use, here=here)
         plan.kind = "copy"
         plan.title = f"Copy {drive.name} to {os.path.basename(plan.target or target)} (full mirror)"
         return plan
@@ -576,10 +618,10 @@ def plan_copy(
         raise ValidationError(f"Unknown copy method {method!r}: choose stream or mirror", "method")
     fmt = _format(fmt, ("qcow2",)) if fmt else "qcow2"
     rate = parse_speed(speed)
-    full = resolve_target(target, drive, in_use=in_use)
+    full = resolve_target(target, drive, in_use=in_use, here=here)
     _check_busy(drive, drive.images)
     _check_users(drive.active, drive=drive)
-    space_note = check_space(full, bytes_to_write(drive, "full", fmt))
+    space_note = check_space(full, bytes_to_write(drive, "full", fmt)) if here else None
     label = os.path.basename(full)
     snap = _snapshot_args(drive, full, node_name, fmt)
     stream: dict[str, Any] = {"job-id": job_id, "device": drive.device if drive.has_device else node_name}
@@ -597,8 +639,8 @@ def plan_copy(
             "The old chain is left as it was at the snapshot: a point-in-time copy.",
         ],
         steps=[
-            Step("blockdev-snapshot-sync", snap, "step 1: snapshot into the destination"),
-            Step("block-stream", stream, "step 2: stream the chain into it", starts_job=job_id),
+            Step("blockdev-snapshot-sync", snap, "step 1: snapshot into the destination", changes_chain=True),
+            Step("block-stream", stream, "step 2: stream the chain into it", starts_job=job_id, job_type="stream"),
         ],
         warnings=_raw_note(drive) + ([space_note] if space_note else []),
         target=full,

@@ -21,6 +21,9 @@ from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
 from qemu.qmp.protocol import Runstate
 
 from .errors import ConnectFailed, NotConnected, QMPCommandError
+from . import ops
+from .chain import Drive, JobTarget, NodeInfoCache, query_drives
+from .qmp_control import QmpControl
 from .remote import SshTunnel, parse_ssh
 
 # qemu.qmp logs reader/writer failures (a QEMU that dies) at ERROR level.
@@ -127,7 +130,14 @@ def describe_connect_error(exc: BaseException, address: str | tuple[str, int]) -
 
 
 class QemuSession:
-    """A QMP connection to one QEMU process, kept alive while it is open."""
+    """A QMP connection to one QEMU process, kept alive while it is open.
+
+    Implements :class:`~tui.backend.backend.Backend`.
+    """
+
+    kind = "qmp"
+    planner: Any = ops
+    control = QmpControl()
 
     def __init__(self, address: str, name: str | None = None, *, reconnect: bool = True) -> None:
         self.raw_address = address
@@ -151,6 +161,7 @@ class QemuSession:
         self.connected_once = False
         self.generation = 0  # increments on every successful (re)connect
         self._client: QMPClient | None = None
+        self._polls = 0
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._first_attempt: asyncio.Future[None] | None = None
@@ -179,6 +190,23 @@ class QemuSession:
         if isinstance(self.address, str):
             return self.address
         return f"{self.address[0]}:{self.address[1]}"
+
+    @property
+    def warning(self) -> str | None:
+        return address_warning(self.address)
+
+    async def read_drives(self, cache: NodeInfoCache) -> tuple[list[Drive], list[JobTarget]]:
+        return await query_drives(self, cache)
+
+    async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """query-block-jobs every time; query-jobs (concluded jobs, vanished ones) once a second is
+        enough, or when the number of jobs changed."""
+        block_jobs = await self.execute("query-block-jobs")
+        self._polls += 1
+        jobs = None
+        if full or self._polls % 5 == 1 or len(block_jobs) != open_jobs:
+            jobs = await self.execute("query-jobs")
+        return block_jobs, jobs
 
     def _set_state(self, state: SessionState) -> None:
         self.state = state

@@ -41,7 +41,11 @@ def plan_preview(plan: Plan) -> str:
 
 
 def plan_qmp(plan: Plan) -> str:
-    return "\n".join(f"[dim]QMP[/dim] {escape(line)}" for line in plan.qmp_json().splitlines())
+    out = []
+    for line in plan.preview().splitlines():
+        head, _, rest = line.partition(" ")
+        out.append(f"[dim]{escape(head)}[/dim] {escape(rest)}")
+    return "\n".join(out)
 
 
 class PlanDialog(ModalScreen[Plan | None]):

@@ -259,7 +259,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Merge (block-stream) on {drive.name}",
-                lambda v: ops.plan_stream(self._now(drive), base, v["speed"], job_id, shared=shared),
+                lambda v: self.chain_app.hub.planner(drive).plan_stream(self._now(drive), base, v["speed"], job_id, shared=shared),
                 [("speed", "Speed limit", self._speed_input())],
                 intro=(
                     f"New base: [b]{escape(img.label)}[/b]" if base else "Flatten: no base, everything is pulled up"
@@ -306,9 +306,8 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Commit (block-commit) into {img.label}",
-                lambda v: ops.plan_commit(
-                    self._now(drive), img.node_name, v["top"], v["speed"], job_id, shared=shared,
-                    override=bool(v.get("override")),
+                lambda v: self.chain_app.hub.planner(drive).plan_commit(
+                    self._now(drive), img.node_name, v["top"], v["speed"], job_id, shared=shared, override=bool(v.get("override"))
                 ),
                 fields,
                 intro=f"Base: [b]{escape(img.label)}[/b]; the images above it up to the top are written into it",
@@ -355,7 +354,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Mirror (live migration) of {drive.name}",
-                lambda v: ops.plan_mirror(
+                lambda v: self.chain_app.hub.planner(drive).plan_mirror(
                     self._now(drive), v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
                     copy_mode=None if v["copy_mode"] in (None, "background") else v["copy_mode"],
                     in_use=in_use,
@@ -384,7 +383,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"Live copy of {drive.name}",
-                lambda v: ops.plan_copy(
+                lambda v: self.chain_app.hub.planner(drive).plan_copy(
                     self._now(drive), v["target"], v["method"], v["format"], v["speed"], job_id,
                     hub.new_node_name(v["target"] or "copy", drive), in_use=in_use,
                 ),
@@ -404,7 +403,7 @@ class MainScreen(Screen[None]):
         self._open(
             PlanDialog(
                 f"External snapshot of {drive.name}",
-                lambda v: ops.plan_snapshot(
+                lambda v: self.chain_app.hub.planner(drive).plan_snapshot(
                     self._now(drive), v["target"], hub.new_node_name(v["target"] or "snap", drive), in_use=in_use
                 ),
                 [("target", "New image", target)],
