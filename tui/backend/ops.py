@@ -107,7 +107,7 @@ class Step:
 
         if self.text:
             return self.text
-        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, indent=None)
+        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, ensure_ascii=False)
 
 
 @dataclass
