@@ -348,14 +348,14 @@ async def test_lost_connection_and_reconnect(lab, hub: Hub):
     q.kill()
     sess = hub.sessions[s]
     await wait_for(lambda: sess.state.value == "lost", what="lost state")
-    assert hub.tracker.get(s, job.id).state_text.startswith("unknown")
+    assert hub.tracker.get(s, job.id).state_text.startswith("lost")
     assert sess.last_error
     # a QEMU comes back on the same socket
     q2 = lab.start(paths[-1], name=q.qmp.stem)
     await wait_for(lambda: sess.state.value == "connected", timeout=15, what="reconnect")
     assert sess.generation == 2
     await wait_for(lambda: hub.tracker.get(s, job.id).finished, what="old job marked ended")
-    assert hub.tracker.get(s, job.id).outcome == "ended"
+    assert hub.tracker.get(s, job.id).result == "lost"
     await wait_for(lambda: hub.drives[s] and hub.drives[s][0].notation().endswith("[D.qcow2]"), what="chain again")
     await finish(hub, q2)
 
@@ -440,7 +440,8 @@ async def test_validation_before_anything_is_sent(lab, hub: Hub):
     with pytest.raises(QMPCommandError, match="is busy: block device is in use by block job: stream"):
         await hub.run_plan(stale)
     assert any(e.kind == "error" and "is busy" in e.text for e in hub.log)
-    assert hub.tracker.get(s, "other-id") is None
+    refused = hub.tracker.get(s, "other-id")  # a failed card says why (issue 10)
+    assert refused.result == "failed" and "QEMU refused to start it" in refused.outcome and "is busy" in refused.outcome
     assert hub.tracker.get(s, job.id).active  # the running job is untouched
     await hub.set_speed(s, job.id, 0)
     await hub.wait_job(s, job.id, lambda j: j.finished)

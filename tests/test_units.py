@@ -115,9 +115,10 @@ def test_job_events_lifecycle_mirror_cancel_after_ready():
 def test_job_vanished_and_lost():
     t = JobTracker()
     t.on_poll("q", [{"device": "s1", "type": "stream", "offset": 1, "len": 9, "status": "running"}], [], now=0)
-    assert t.on_lost("q")[0].state_text.startswith("unknown")
+    assert t.on_lost("q")[0].state_text.startswith("lost")
     t.on_poll("q", [], [], now=1)
-    assert t.get("q", "s1").outcome == "ended"
+    assert t.get("q", "s1").outcome.startswith("lost: its QEMU went away")
+    assert t.get("q", "s1").result == "lost" and t.get("q", "s1").stopped_at == "11% (1 B of 9 B)"
 
 
 def test_convergence_from_samples():

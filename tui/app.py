@@ -114,6 +114,8 @@ class ChainApp(App[int]):
                 self.notify(f"{job.id}: finishing (pivot)")
             elif command == "cancel":
                 self.notify(f"{job.id}: cancelling")
+            elif command == "delete_incomplete_target":
+                self.notify(f"{job.id}: deleted {result}")
             elif command == "write_blocking":
                 self.notify(f"{job.id}: copy mode write-blocking")
 
@@ -157,6 +159,9 @@ class ChainApp(App[int]):
             return
         error = event.worker.error
         if isinstance(error, ChainTuiError):
+            if event.worker.group == "add":
+                self.notify(str(error), title="Not added", severity="error", timeout=8)
+                return
             if event.worker.group == "connect" and not isinstance(error, ConnectFailed):
                 return  # the session shows it, and keeps retrying
             if event.worker.group == "connect":
@@ -191,7 +196,8 @@ class ChainApp(App[int]):
 
     # -- command palette -------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own "Keys" panel would list the keys a second time next to our Help
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Keys")
         if not isinstance(screen, MainScreen):
             return
         help_text = {
@@ -206,12 +212,15 @@ class ChainApp(App[int]):
             "faster": "Double the highlighted job's speed limit",
             "slower": "Halve the highlighted job's speed limit",
             "dismiss": "Dismiss the highlighted finished job",
+            "dismiss_all": "Dismiss every job that completed (failed ones stay)",
             "unlimit": "Lift the highlighted job's speed limit",
             "traffic": "Show the raw QMP traffic of the highlighted job",
             "write_blocking": "Switch the highlighted mirror to copy-mode write-blocking (QEMU 8.2+)",
             "graph": "The image graph: every image of every QEMU and on disk, and who uses it",
             "cleanup": "Delete images that left a chain and that nothing else uses (checked, confirmed)",
             "toggle_log": "Show or hide the event log",
+            "add_endpoint": "Watch another QEMU: a QMP socket, host:port or ssh:// endpoint",
+            "remove_endpoint": "Stop watching the selected drive's QEMU (it keeps running)",
             "refresh": "Re-read every chain from QEMU",
             "close_leftover": "Close (blockdev-del) nodes an earlier job left open on the selected drive",
             "help": "Keys and what each operation does",

@@ -91,6 +91,11 @@ class Hub:
         self._checks: dict[str, asyncio.Task[None]] = {}
         self.structure_checks = 0
         self.last_check_ms: dict[str, float] = {}
+        self.retries: dict[str, int] = {}  # failed reconnect attempts since the connection was lost
+        # QEMU 10 pauses every job around each graph change: such a pause is held back
+        # and dropped when the job resumes at once (counted per job, said once)
+        self._held_pauses: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.folded_pauses: dict[tuple[str, str], int] = {}
         self._closed = False
 
     # -- listeners -------------------------------------------------------
@@ -150,16 +155,33 @@ class Hub:
         return session
 
     async def remove(self, name: str) -> None:
+        """Stop watching a QEMU (it keeps running, and so do its jobs); forget its drives and jobs."""
         session = self.sessions.pop(name, None)
         if session is not None:
             await session.close()
         self.drives.pop(name, None)
+        self.targets.pop(name, None)
+        self.retries.pop(name, None)
+        gone = [self.tracker.remove(name, j.id) for j in self.tracker.for_session(name)]
         self._emit(DrivesChanged(name))
+        if gone:
+            self._emit(JobsChanged([j for j in gone if j is not None]))
+        if session is not None:
+            self._emit(SessionChanged(session))
+
+    async def add_at_run_time(self, address: str) -> Backend:
+        """Add a QEMU the operator typed in: a first attempt that fails says why (nothing stays behind);
+        once connected it reconnects like the others."""
+        session = await self.add(address, reconnect=False)
+        session.reconnect = True
+        self.note(f"added {session.address_text} as {session.name}", session.name, "action")
+        return session
 
     def _on_state(self, session: Backend) -> None:
         if session.name not in self.sessions:
             return
         if session.state is SessionState.CONNECTED:
+            self.retries.pop(session.name, None)
             self.node_info.pop(session.name, None)  # maybe another QEMU now
             what = "reconnected" if session.generation > 1 else "connected"
             self.note(f"{what} to {session.address_text}", session.name)
@@ -167,7 +189,11 @@ class Hub:
             self._ensure_poller(session.name, force=True)
             self._ensure_watcher(session.name)
         elif session.state is SessionState.LOST:
-            self.note(f"connection lost: {session.last_error}; retrying", session.name, "error")
+            # said once; every further attempt only counts up (the drives panel shows the count)
+            n = self.retries.get(session.name)
+            self.retries[session.name] = 0 if n is None else n + 1
+            if n is None:
+                self.note(f"connection lost: {session.last_error}; retrying", session.name, "error")
             changed = self.tracker.on_lost(session.name)
             if changed:
                 self._emit(JobsChanged(changed))
@@ -177,7 +203,9 @@ class Hub:
         name = event.get("event", "")
         data = event.get("data") or {}
         if name.startswith("BLOCK_JOB") or name == "JOB_STATUS_CHANGE":
-            self._emit(LogEntry(_describe_event(name, data), session.name, "event", data=event))
+            entry = LogEntry(_describe_event(name, data), session.name, "event", data=event)
+            if not self._fold_transient_pause(session.name, name, data, entry):
+                self._emit(entry)
             changed = self.tracker.on_event(session.name, event)
             changed += [j for j in self._apply_owned(session.name) if j not in changed]
             if changed:
@@ -205,6 +233,42 @@ class Hub:
         elif name not in ("RTC_CHANGE",):
             self._emit(LogEntry(name, session.name, "event", data=event))
             self.schedule_check(session.name)  # any event may come with a graph change
+
+    TRANSIENT_PAUSE = 1.0  # seconds: a pause QEMU undoes within this is part of a graph change
+
+    def _fold_transient_pause(self, session: str, name: str, data: dict[str, Any], entry: LogEntry) -> bool:
+        """True when the event is held back or dropped (QEMU's own paused/running, standby/ready pair)."""
+        if name != "JOB_STATUS_CHANGE":
+            return False
+        key = (session, str(data.get("id")))
+        status = data.get("status")
+        job = self.tracker.get(*key)
+        if status in ("paused", "standby") and not (job is not None and job.user_paused):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            old = self._held_pauses.pop(key, None)
+            if old is not None:
+                old.cancel()
+            self._held_pauses[key] = loop.call_later(self.TRANSIENT_PAUSE, self._release_pause, key, entry)
+            return True
+        if status in ("running", "ready") and key in self._held_pauses:
+            self._held_pauses.pop(key).cancel()
+            n = self.folded_pauses.get(key, 0) + 1
+            self.folded_pauses[key] = n
+            if n == 1:
+                self._emit(LogEntry(
+                    f"job {key[1]}: QEMU paused and resumed it around a graph change (not an operator's pause; "
+                    "further ones are not logged)", session, "event", data=entry.data,
+                ))
+            return True
+        return False
+
+    def _release_pause(self, key: tuple[str, str], entry: LogEntry) -> None:
+        """A pause that lasted: log it after all."""
+        if self._held_pauses.pop(key, None) is not None:
+            self._emit(entry)
 
     # -- refresh ---------------------------------------------------------
     def schedule_refresh(self, session: str) -> None:
@@ -512,6 +576,8 @@ class Hub:
                 job.drive = plan.drive
                 job.target = plan.target if plan.kind in ("mirror", "copy") else None
                 job.type = step.job_type or job.type
+                # a mirror target chaintui created (not a reused file): offered for deletion if cancelled early
+                job.created_target = step.creates_target and plan.kind == "mirror"
                 job.speed = int(step.arguments.get("speed", 0))
                 job.active_commit = step.job_type == "commit" and step.ends_ready
                 job.launching = True
@@ -525,11 +591,23 @@ class Hub:
                     self.note(f"{step.arguments.get('node-name')} was closed with its parent", plan.session)
                     continue
                 if step.starts_job:
+                    # QEMU refused the job (or created it and failed it at once): a failed card says why
+                    reason = exc.desc if isinstance(exc, QMPCommandError) else str(exc)
                     job = self.tracker.get(plan.session, step.starts_job)
-                    if job is not None and job.status == "created" and not job.samples:
-                        self.tracker.remove(plan.session, step.starts_job)
-                    elif job is not None:
+                    if f"'{step.starts_job}'" in reason and "in use" in reason:
+                        # the id belongs to a job of another client: that job is not ours to mark
+                        if job is not None and job.launching:
+                            self.tracker.remove(plan.session, step.starts_job)
+                    elif job is not None and job.finished:
+                        # QEMU created the job and failed it at once (events came first)
                         job.launching = False
+                        if job.result != "failed":
+                            job.outcome = job.result = None
+                            self.tracker.fail_start(plan.session, step.starts_job, reason)
+                    else:
+                        self.tracker.fail_start(plan.session, step.starts_job, f"QEMU refused to start it: {reason}")
+                    if self.tracker.get(plan.session, step.starts_job) is not None:
+                        self._emit(JobsChanged([self.tracker.ensure(plan.session, step.starts_job)]))
                 if i > 0:
                     self.note(
                         f"step {i + 1} of {len(plan.steps)} failed; steps before it took effect",
@@ -561,10 +639,13 @@ class Hub:
         return job
 
     def _live_job(self, session: str, job_id: str, hint: str = "") -> Job:
-        """A job that has not ended yet (else a ValidationError saying how it ended)."""
+        """A job that has not ended yet and whose QEMU is there (else a ValidationError saying why not)."""
         job = self._job(session, job_id)
         if job.finished:
             raise ValidationError(f"Job {job_id} has already ended ({job.outcome}){hint}", "job")
+        why = self.unreachable(job)
+        if why:
+            raise ValidationError(why, "job")
         return job
 
     async def _job_step(self, job: Job, step: Step) -> Any:
@@ -581,6 +662,20 @@ class Hub:
         if sess is None:
             raise NotConnected(f"No QEMU named {session!r}")
         return sess.control
+
+    def unreachable(self, job: Job) -> str:
+        """Why no command can reach a job's QEMU now ('' when one can)."""
+        sess = self.sessions.get(job.session)
+        if sess is None:
+            return f"{job.session} is no longer watched: nothing can reach {job.id}"
+        if not sess.connected or job.lost:
+            tries = self.retries.get(job.session, 0)
+            again = f", retried {tries} time{'s' if tries != 1 else ''}" if tries else ""
+            return (
+                f"{job.id} is lost: the connection to {job.session} is gone ({sess.last_error or sess.state.value}"
+                f"{again}); nothing can reach the job until QEMU answers again"
+            )
+        return ""
 
     async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
         job = self._live_job(session, job_id, "; nothing to cancel")
@@ -608,8 +703,12 @@ class Hub:
 
     async def pause(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
-        await self._job_step(job, self._control(session).pause(job))
-        job.user_paused = True
+        job.user_paused = True  # before the command: its "paused" event is the operator's, not QEMU's own
+        try:
+            await self._job_step(job, self._control(session).pause(job))
+        except ChainTuiError:
+            job.user_paused = False
+            raise
         job._touch()
         self._emit(JobsChanged([job]))
 
@@ -651,13 +750,49 @@ class Hub:
         if not job.finished and job.status not in ENDED_STATES:
             raise ValidationError(f"Job {job_id} is still {job.status}: cancel it first", "job")
         step = self._control(session).dismiss(job)
-        if step is not None and self.sessions[session].connected:
+        sess = self.sessions.get(session)
+        if step is not None and sess is not None and sess.connected:
             try:
                 await self._job_step(job, step)
             except QMPCommandError:
                 pass
         self.tracker.remove(session, job_id)
         self._emit(JobsChanged([job]))
+
+    def incomplete_target(self, job: Job) -> str | None:
+        """The target file a mirror left behind when it was cancelled before it was in sync, if chaintui made it."""
+        if job.type != "mirror" or job.result != "cancelled" or job.ready or not job.created_target:
+            return None
+        if not job.target or not os.path.isfile(job.target):
+            return None
+        return job.target
+
+    async def delete_incomplete_target(self, session: str, job_id: str) -> str:
+        """Delete what :meth:`incomplete_target` names, once no open drive or job uses it; then dismiss the job."""
+        job = self._job(session, job_id)
+        path = self.incomplete_target(job)
+        if path is None:
+            raise ValidationError(f"{job.id} left no incomplete target to delete", "job")
+        if job.session in self.sessions and self.sessions[job.session].connected:
+            await self.refresh(job.session)
+        real = os.path.realpath(path)
+        users = self.files_in_use()
+        if real in users or any(os.path.realpath(t.filename) == real for ts in self.targets.values() for t in ts):
+            raise ValidationError(f"{path} is still open ({users.get(real, 'a job target')}): not deleted", "target")
+        await asyncio.to_thread(os.unlink, path)
+        self.note(f"deleted the incomplete target {path} of the cancelled {job.id}", job.session, "action")
+        await self.dismiss(session, job_id)
+        return path
+
+    async def dismiss_finished(self) -> list[Job]:
+        """Dismiss every job that completed (QEMU's job-dismiss for those it still keeps).
+
+        Failed, cancelled and lost jobs stay: each is dismissed on its own, once read.
+        """
+        done = [j for j in self.tracker.ordered() if j.finished and j.succeeded]
+        for job in done:
+            await self.dismiss(job.session, job.id)
+        return done
 
     # -- waiting (tests, CLI) --------------------------------------------
     async def wait_job(
@@ -684,6 +819,9 @@ class Hub:
 
     async def close(self) -> None:
         self._closed = True
+        for handle in self._held_pauses.values():
+            handle.cancel()
+        self._held_pauses.clear()
         tasks = [*self._pollers.values(), *self._refreshers.values(), *self._watchers.values(), *self._checks.values()]
         for task in tasks:
             task.cancel()

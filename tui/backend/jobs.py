@@ -17,7 +17,9 @@ from .ops import human_size
 # QEMU's job states (JobStatus in qapi/job.json) in which a job still holds nodes.
 ACTIVE_STATES = frozenset({"created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting"})
 ENDED_STATES = frozenset({"concluded", "null"})
-RATE_WINDOW = 3.0  # seconds of samples the rate is computed over
+RATE_WINDOW = 3.0  # the rate spans at least this many seconds of samples
+RATE_STEPS = 4  # ... and at least this many advances of the offset (throttled jobs advance in steps)
+RATE_MAX_WINDOW = 60.0  # but never more than this
 HISTORY = 40  # rate samples kept for the sparkline
 CONVERGENCE_WINDOW = 10.0  # seconds without the remaining bytes shrinking before a job is "not converging"
 
@@ -45,10 +47,14 @@ class Job:
     cancel_requested: bool = False
     complete_requested: bool = False
     target: str | None = None  # mirror/copy target file
+    created_target: bool = False  # chaintui had QEMU create the target file (not a reused image)
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     outcome: str | None = None  # how it ended, once it has
-    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+    result: str | None = None  # completed, failed, cancelled, lost or unknown, once it has ended
+    lost: bool = False  # the connection to its QEMU is gone: what it does now is unknown
+    # (time, offset): one sample per offset change, plus one now and then while it stands still
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=400))
     # (time, remaining bytes = len - offset) for mirrors and active commits before ready
     remaining_samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=400))
     rate_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
@@ -70,36 +76,87 @@ class Job:
         return self.outcome is None and self.status in ACTIVE_STATES
 
     @property
+    def running(self) -> bool:
+        """Counted as running: not ended, and its QEMU is there to say so."""
+        return self.outcome is None and not self.lost
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "completed"
+
+    @property
+    def ended_badly(self) -> bool:
+        """Failed, cancelled, lost, or gone without saying how: never shown like a finished job."""
+        return self.outcome is not None and self.result != "completed"
+
+    @property
+    def is_paused(self) -> bool:
+        """Paused as QEMU's query-block-jobs says (not QEMU 10's short pause around a graph change), or by us."""
+        return self.user_paused or self.paused
+
+    @property
     def progress(self) -> float:
+        """How far it got; a job with nothing to copy (length 0) is at 0, not 100 %."""
         if self.length <= 0:
-            return 1.0 if self.finished else 0.0
+            return 0.0
         return min(1.0, self.offset / self.length)
+
+    def _steps(self) -> list[tuple[float, int]]:
+        """The samples at which the offset changed (the first sample included)."""
+        out: list[tuple[float, int]] = []
+        for t, o in self.samples:
+            if not out or o != out[-1][1]:
+                out.append((t, o))
+        return out
 
     @property
     def rate(self) -> float:
-        """Bytes per second over the last few seconds of samples."""
-        if len(self.samples) < 2:
+        """Bytes per second over a window of several offset advances.
+
+        A throttled job advances in steps (16 MiB at a time for a mirror), so the
+        rate is measured from step to step, over at least ``RATE_STEPS`` advances
+        and ``RATE_WINDOW`` seconds; between steps it holds, and it only decays
+        once the job has stood still longer than the window it was measured over.
+        """
+        if len(self.samples) < 2 or self.lost:
             return 0.0
-        t_end, o_end = self.samples[-1]
-        t0, o0 = self.samples[0]
-        for t, o in self.samples:
-            if t_end - t <= RATE_WINDOW:
-                t0, o0 = t, o
+        steps = self._steps()
+        if len(steps) < 2:
+            return 0.0
+        t_last, o_last = steps[-1]
+        start = 0
+        for i in range(len(steps) - 2, -1, -1):
+            t, _ = steps[i]
+            if t_last - t > RATE_MAX_WINDOW:
                 break
-        dt = t_end - t0
-        if dt <= 0:
+            start = i
+            if len(steps) - 1 - i >= RATE_STEPS and t_last - t >= RATE_WINDOW:
+                break
+        t0, o0 = steps[start]
+        span = t_last - t0
+        if span <= 0:
             return 0.0
-        return max(0.0, (o_end - o0) / dt)
+        rate = max(0.0, (o_last - o0) / span)
+        now = self.samples[-1][0]
+        if now - t_last > span:  # standing still for longer than the window: decay
+            rate = max(0.0, (o_last - o0) / (now - t0))
+        if self.speed and rate > self.speed:
+            rate = float(self.speed)
+        return rate
 
     @property
     def eta(self) -> float | None:
-        """Seconds until done at the current rate; None when unknown."""
-        if self.finished or self.ready:
+        """Seconds until done at the current rate; None when unknown (ended, ready, paused, lost)."""
+        if self.finished or self.ready or self.lost or self.is_paused:
             return None
         rate = self.rate
         if rate <= 0:
             return None
-        return max(0.0, (self.length - self.offset) / rate)
+        eta = (self.length - self.offset) / rate
+        steps = self._steps()
+        if steps and self.samples:
+            eta -= self.samples[-1][0] - steps[-1][0]  # counts down between steps
+        return max(0.0, eta)
 
     @property
     def needs_convergence(self) -> bool:
@@ -128,9 +185,15 @@ class Job:
         dirty = (len_end - len0) / span
         rem0, rem1 = len0 - off0, len_end - off_end
         trend = (rem1 - rem0) / span
-        # not shrinking, or all copied once for the whole window and still not ready
-        # (QEMU 7.2 does not always add the newly dirtied bytes to len)
-        stuck = not self.paused and ((rem1 > 0 and rem1 >= rem0) or (rem1 == 0 and rem0 == 0))
+        # Only when QEMU reports new dirty data: the remaining bytes grew or stood still
+        # while len grew, or all was copied once for the whole window and it is still not
+        # ready: QEMU keeps finding dirty data it does not add to len (QEMU 7.2; with a quiet
+        # guest the job is ready at once).  A throttled job with a quiet guest stands still
+        # between its steps with len unchanged: that is not "not converging".
+        dirtied = len_end > len0
+        stuck = not self.is_paused and not self.lost and (
+            (rem1 > 0 and rem1 >= rem0 and dirtied) or (rem1 == 0 and rem0 == 0)
+        )
         reason = ""
         if stuck:
             if self.speed and (copy >= self.speed * 0.8 or rem1 == 0):
@@ -146,13 +209,26 @@ class Job:
     def state_text(self) -> str:
         if self.outcome is not None:
             return self.outcome
-        if self.status == "unknown":
-            return "unknown (connection lost)"
+        if self.lost:
+            return "lost (connection to its QEMU gone)"
         if self.io_status not in ("ok", "", None) and self.paused:
             return f"error ({self.io_status}), paused"
-        if self.user_paused and self.paused:
+        if self.is_paused:
             return "paused"
+        # QEMU 10 pauses every job around a graph change (paused/running, standby/ready):
+        # only query-block-jobs' paused or the operator's pause makes a job paused
+        if self.status == "paused":
+            return "running"
+        if self.status == "standby":
+            return "ready"
         return self.status
+
+    @property
+    def stopped_at(self) -> str:
+        """Where an unfinished job got to: '40% (6.4 MiB of 16.0 MiB)'."""
+        if self.length <= 0:
+            return f"{human_size(self.offset)} copied"
+        return f"{self.progress:.0%} ({human_size(self.offset)} of {human_size(self.length)})"
 
     def _touch(self) -> None:
         self.version += 1
@@ -186,7 +262,8 @@ class JobTracker:
         return [j for j in self.jobs.values() if j.session == session and j.active]
 
     def ordered(self) -> list[Job]:
-        return sorted(self.jobs.values(), key=lambda j: j.started_at)
+        """Running and ready jobs first, then lost ones, then failed or cancelled ones, then finished ones."""
+        return sorted(self.jobs.values(), key=lambda j: (_rank(j), j.started_at))
 
     def ensure(self, session: str, job_id: str, now: float | None = None) -> Job:
         job = self.jobs.get((session, job_id))
@@ -199,12 +276,38 @@ class JobTracker:
         return self.jobs.pop((session, job_id), None)
 
     # -- inputs ----------------------------------------------------------
-    def _finish(self, job: Job, outcome: str, now: float) -> None:
+    def _finish(self, job: Job, outcome: str, now: float, result: str | None = None) -> None:
         self.last_poll_urgent = True
         if job.outcome is None:
+            if result is None:
+                result = outcome.split(":", 1)[0].split(" ", 1)[0]
+                result = result if result in ("completed", "failed", "cancelled", "lost") else "unknown"
             job.outcome = outcome
+            job.result = result
             job.ended_at = now
+            job.lost = False
             job._touch()
+
+    def _vanished(self, job: Job, now: float) -> None:
+        """QEMU no longer has a job we knew: say how it ended as far as we can know."""
+        if job.error:
+            self._finish(job, f"failed: {job.error}", now)
+        elif job.lost or job.status == "unknown":
+            self._finish(job, "lost: its QEMU went away (killed or restarted) while it ran", now, "lost")
+        elif job.cancel_requested:
+            self._finish(job, "cancelled", now)
+        else:
+            self._finish(job, "ended (QEMU did not say how)", now, "unknown")
+
+    def fail_start(self, session: str, job_id: str, error: str, now: float | None = None) -> Job:
+        """The command that starts a job failed: keep a failed card that says why."""
+        now = time.monotonic() if now is None else now
+        job = self.ensure(session, job_id, now)
+        job.error = error
+        job.launching = False
+        job.outcome = None
+        self._finish(job, f"failed: {error}", now)
+        return job
 
     def on_event(self, session: str, event: dict[str, Any], now: float | None = None) -> list[Job]:
         """Apply a QMP event; returns the jobs it changed."""
@@ -218,12 +321,11 @@ class JobTracker:
             job.status = status
             if status == "ready":
                 job.ready = True
-            if status == "paused" or status == "standby":
-                job.paused = True
-            elif status in ("running", "ready"):
+            if status in ("running", "ready"):
                 job.paused = False
-            if status in ENDED_STATES and job.outcome is None and status == "null":
-                self._finish(job, job.error and f"failed: {job.error}" or "ended", now)
+            job.lost = False
+            if status == "null" and job.outcome is None:
+                self._vanished(job, now)
             job._touch()
             return [job]
         if name.startswith("BLOCK_JOB_") and "device" in data or name == "BLOCK_JOB_PENDING":
@@ -298,6 +400,7 @@ class JobTracker:
             job.io_status = info.get("io-status", job.io_status)
             job.auto_finalize = bool(info.get("auto-finalize", job.auto_finalize))
             job.auto_dismiss = bool(info.get("auto-dismiss", job.auto_dismiss))
+            job.lost = False
             if "status" in info and job.outcome is None and fresh:
                 job.status = info["status"]
             if info.get("error") and job.error is None:
@@ -332,8 +435,11 @@ class JobTracker:
                 if total:
                     job.length = int(total)
                     job.offset = int(info.get("current-progress", job.offset))
-                if job.status in ENDED_STATES:
-                    self._finish(job, f"failed: {job.error}" if job.error else "ended", now)
+                if job.status == "concluded" and not job.error and not job.lost and job.outcome is None:
+                    # kept by QEMU (auto-dismiss off) after it ended without an error
+                    self._finish(job, "cancelled" if job.cancel_requested else "completed", now)
+                elif job.status in ENDED_STATES:
+                    self._vanished(job, now)
                 job._touch()
                 changed.append(job)
             seen.add(job_id)
@@ -346,7 +452,7 @@ class JobTracker:
                 if job.launching or job.started_at > asked:
                     continue
                 if job.id not in seen and job.outcome is None:
-                    self._finish(job, f"failed: {job.error}" if job.error else "ended", now)
+                    self._vanished(job, now)
                     changed.append(job)
         return changed
 
@@ -354,8 +460,14 @@ class JobTracker:
         """The connection is gone: what the jobs do now is unknown."""
         changed = []
         for job in self.for_session(session):
-            if job.outcome is None:
-                job.status = "unknown"
+            if job.outcome is None and not job.lost:
+                job.lost = True
                 job._touch()
                 changed.append(job)
         return changed
+
+
+def _rank(job: Job) -> int:
+    if job.outcome is None:
+        return 1 if job.lost else 0
+    return 2 if job.ended_badly else 3

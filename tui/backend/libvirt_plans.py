@@ -140,7 +140,8 @@ class LibvirtPlanner(_Calls):
         xml = f"<disk type='file'><source file={quoteattr(target)}/><driver type={quoteattr(fmt)}/></disk>"
         return self.step("blockCopy", {"job-id": job_id, "disk": drive.name, "destxml": xml, "params": params,
                                        "flags": flags},
-                         virsh, starts_job=job_id, job_type="mirror", ends_ready=True)
+                         virsh, starts_job=job_id, job_type="mirror", ends_ready=True,
+                         creates_target="VIR_DOMAIN_BLOCK_COPY_REUSE_EXT" not in flags)
 
     def snapshot_step(self, drive: Drive, target: str, note: str = "") -> Step:
         disks = "".join(

@@ -98,6 +98,7 @@ class Step:
     wait_for_job: str | None = None  # wait for this job to end before the step
     job_type: str | None = None  # stream, commit, mirror: the job it starts
     ends_ready: bool = False  # the job it starts goes ready and waits for finish or cancel (active commit, mirror)
+    creates_target: bool = False  # the job writes a new file chaintui asked for (not a reused one)
     changes_chain: bool = False  # the chain is different afterwards (re-read before the next step)
     explain: dict[str, str] = field(default_factory=dict)  # error class -> what it means for the operator
     text: str = ""  # how the operator reads it in the preview ("" = the QMP command as JSON)
@@ -554,7 +555,8 @@ def plan_mirror(
             f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
             "leaves the target a consistent copy.",
         ],
-        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id, job_type="mirror", ends_ready=True)],
+        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id, job_type="mirror", ends_ready=True,
+                    creates_target=mode != "existing")],
         warnings=_raw_note(drive, fmt) + _suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
     )

@@ -274,3 +274,28 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)
+
+
+class AddEndpointDialog(ModalScreen[str | None]):
+    """Ask for a QMP endpoint to watch: a socket path, host:port, or ssh://[user@]host[:port]/path."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="confirm"):
+            yield Label("Add a QEMU", id="dialog-title")
+            yield Static(
+                "Its QMP socket: a path ([b]/run/vm1.qmp[/b]), [b]host:port[/b], or "
+                "[b]ssh://user@host/path/to/qmp.sock[/b]. chaintui connects at once and reconnects if it goes away.",
+                classes="intro",
+            )
+            yield Input(placeholder="/path/to/qmp.sock or ssh://host/path", id="endpoint")
+            yield Static("[b]enter[/b] connect · [b]escape[/b] cancel", classes="hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        value = event.value.strip()
+        self.dismiss(value or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Markdown
 
@@ -29,9 +29,12 @@ bottom: the base (no backing file) first, the active image last.
 | `+` / `-` | double / halve the job's speed limit |
 | `u` | lift the job's speed limit |
 | `w` | switch a mirror to copy-mode write-blocking (QEMU 8.2+), so it converges under heavy writes |
-| `d` | dismiss a finished job |
+| `d` | dismiss the job (once it has ended): a failed, cancelled or lost job stays until you do |
+| `D` | dismiss every job that completed (QEMU's `job-dismiss` for those it keeps); failed ones stay |
 | `t` | the raw QMP traffic of the job: commands sent, events received |
 | `l` | show / hide the event log |
+| `a` | add a QEMU while running: a QMP socket path, `host:port` or `ssh://user@host/path` |
+| `A` | stop watching the selected drive's QEMU (with a confirmation; QEMU and its jobs go on) |
 | `r` | re-read every chain |
 | `g` | the **image graph**: every image of every QEMU and on disk, who uses it |
 | `delete` | **clean up** images that left a chain: checked, listed with their size, confirmed |
@@ -39,8 +42,13 @@ bottom: the base (no backing file) first, the active image last.
 | `?` | this help |
 | `q` | quit (jobs go on inside QEMU) |
 
-The highlighted job is the one under the cursor in the jobs panel; from another
-panel it is the newest job of the selected drive.
+The job keys act on the card under the cursor when the jobs panel has focus (its
+title is highlighted); from another panel only on the selected drive's newest job,
+never on another drive's. Running and ready jobs are listed first, then failed,
+cancelled or lost ones, then finished ones. A job whose QEMU went away shows
+**lost**, without rate or ETA; its keys say why they cannot act.
+
+This help scrolls: `↑` `↓`, `page up` / `page down`, `home` / `end`.
 
 ## What the operations do
 
@@ -65,8 +73,9 @@ use sync *full*. Converting to raw supports thin provisioning properly.
 
 A mirror or active commit only gets ready when copying outruns the guest's
 writes. Its card shows how the remaining bytes move and how fast the guest dirties
-data; when the remaining bytes have not shrunk for 10 seconds the card says
-**not converging** and why: raise (`+`) or lift (`u`) the speed limit, or switch
+data; when the remaining bytes grow or stand still for 10 seconds while QEMU
+reports new dirty data, the card says **not converging** and why (a throttled
+job with a quiet guest advances in steps and is not flagged): raise (`+`) or lift (`u`) the speed limit, or switch
 to write-blocking (`w`; on older QEMU choose it in the mirror dialog at start).
 
 **Live copy**: a snapshot into the destination (`blockdev-snapshot-sync`), then
@@ -92,7 +101,11 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Label("chaintui help — escape closes", id="dialog-title")
-            yield Markdown(HELP, id="help-text")
+            with VerticalScroll(id="help-scroll"):
+                yield Markdown(HELP, id="help-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-scroll").focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

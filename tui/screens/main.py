@@ -21,14 +21,18 @@ from ..backend.usage import describe_dependents, drive_keys, image_key, shared_w
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
 from ..widgets.path_input import PathInput
-from .dialogs import ConfirmDialog, PlanDialog
+from .dialogs import AddEndpointDialog, ConfirmDialog, PlanDialog
 from .help import HelpScreen
 
 if TYPE_CHECKING:
     from ..app import ChainApp
 
 DRIVE_ACTIONS = {"stream", "commit", "mirror", "copy", "snapshot", "close_leftover"}
-JOB_ACTIONS = {"finish", "cancel_job", "pause", "faster", "slower", "dismiss", "unlimit", "write_blocking", "traffic"}
+JOB_ACTIONS = {
+    "finish", "cancel_job", "pause", "faster", "slower", "dismiss", "unlimit", "write_blocking", "traffic", "dismiss_all",
+}
+# keys that send a command to the job's QEMU (refused, with the reason, while it is lost)
+SENDS = {"finish", "cancel_job", "pause", "faster", "slower", "unlimit", "write_blocking"}
 
 
 class MainScreen(Screen[None]):
@@ -50,7 +54,10 @@ class MainScreen(Screen[None]):
         Binding("g", "graph", "Graph", show=False),
         Binding("delete", "cleanup", "Clean up", show=False),
         Binding("o", "close_leftover", "Close leftover", show=False),
+        Binding("D", "dismiss_all", "Dismiss finished", key_display="D", show=False),
         Binding("l", "toggle_log", "Log", show=False),
+        Binding("a", "add_endpoint", "Add QEMU", show=False),
+        Binding("A", "remove_endpoint", "Remove QEMU", key_display="A", show=False),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -118,10 +125,10 @@ class MainScreen(Screen[None]):
         hub = self.chain_app.hub
         counts: dict[tuple[str, str], int] = {}
         for job in hub.tracker.jobs.values():
-            if job.drive and not job.finished:
+            if job.drive and job.running:
                 counts[(job.session, job.drive)] = counts.get((job.session, job.drive), 0) + 1
         panel = self.query_one("#drives", DrivesPanel)
-        panel.show(list(hub.sessions.values()), hub.drives, counts)
+        panel.show(list(hub.sessions.values()), hub.drives, counts, hub.retries)
         self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
         self._update_title()
         self._refresh_keys()
@@ -132,7 +139,13 @@ class MainScreen(Screen[None]):
         jobs = hub.tracker.ordered()
         panel = self.query_one("#jobs", JobsPanel)
         panel.show(jobs)
-        title = f"Jobs ({sum(1 for j in jobs if not j.finished)} running)"
+        running = sum(1 for j in jobs if j.running)
+        lost = sum(1 for j in jobs if j.lost and not j.finished)
+        bad = sum(1 for j in jobs if j.ended_badly)
+        title = f"Jobs ({running} running"
+        title += f", {lost} lost" if lost else ""
+        title += f", {bad} failed/cancelled" if bad else ""
+        title += ")"
         if panel.border_title != title:
             panel.border_title = title
         self._update_title()
@@ -140,7 +153,7 @@ class MainScreen(Screen[None]):
 
     def _update_title(self) -> None:
         hub = self.chain_app.hub
-        running = sum(1 for j in hub.tracker.jobs.values() if not j.finished)
+        running = sum(1 for j in hub.tracker.jobs.values() if j.running)
         title = f"{len(hub.sessions)} QEMU · {len(hub.all_drives())} drives · {running} jobs"
         if self.sub_title != title:
             self.sub_title = title
@@ -199,23 +212,38 @@ class MainScreen(Screen[None]):
         return self.query_one("#graph", ChainGraph).highlighted or drive.active
 
     def target_job(self) -> Job | None:
-        """The highlighted job card, or (from another panel) the selected drive's newest job."""
+        """The highlighted job card (jobs panel focused), else the selected drive's newest job, never another's."""
         panel = self.query_one("#jobs", JobsPanel)
         if self.focused is panel or (self.focused is not None and panel in self.focused.ancestors):
             return panel.highlighted
         drive = self.selected_drive()
-        jobs = self.chain_app.hub.tracker.ordered()
-        if drive is not None:
-            mine = [j for j in jobs if (j.session, j.drive) == drive.key]
-            live = [j for j in mine if not j.finished]
-            if live or mine:
-                return (live or mine)[-1]
-        return panel.highlighted
+        if drive is None:
+            return None
+        mine = [j for j in self.chain_app.hub.tracker.jobs.values() if (j.session, j.drive) == drive.key]
+        mine.sort(key=lambda j: j.started_at)
+        live = [j for j in mine if not j.finished]
+        return (live or mine)[-1] if mine else None
 
-    def _job_or_say(self) -> Job | None:
+    def _job_or_say(self, sends: bool = False) -> Job | None:
         job = self.target_job()
         if job is None:
-            self.notify("No job here: highlight one in the jobs panel", severity="warning")
+            sel = self.query_one("#drives", DrivesPanel).selected
+            panel = self.query_one("#jobs", JobsPanel)
+            if self.focused is panel:
+                self.notify("No job in the jobs panel", severity="warning")
+            elif sel is None:
+                self.notify("No drive selected: pick a drive, or a card in the jobs panel (tab)", severity="warning")
+            else:
+                self.notify(
+                    f"No job on {sel[1]} @ {sel[0]}: to act on another drive's job, highlight its card in the jobs panel (tab)",
+                    severity="warning",
+                )
+            return None
+        if sends and not job.finished:
+            why = self.chain_app.hub.unreachable(job)
+            if why:
+                self.notify(why, title=f"{job.id} cannot be reached", severity="error", timeout=8)
+                return None
         return job
 
     def _now(self, drive: Drive) -> Drive:
@@ -438,7 +466,7 @@ class MainScreen(Screen[None]):
 
     # -- job control -----------------------------------------------------
     def action_finish(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is None:
             return
         if job.finished:
@@ -461,12 +489,12 @@ class MainScreen(Screen[None]):
         else:
             body = f"The drive [b]{escape(job.drive or '?')}[/b] switches to the base of the commit; the images above it are dropped from the chain."
         self.app.push_screen(
-            ConfirmDialog(f"Finish {job.id}?", body, yes="Finish (pivot)", no="Keep running"),
+            ConfirmDialog(f"Finish {job_name(job)}?", body, yes="Finish (pivot)", no="Keep running"),
             lambda ok: ok and self.chain_app.job_command("complete", job),
         )
 
     def action_cancel_job(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is None:
             return
         if job.finished:
@@ -484,18 +512,23 @@ class MainScreen(Screen[None]):
                 f"The {job.type} job stops before it has finished; the chain stays as it is now. "
                 "Data already copied stays where it was copied; nothing the guest sees changes."
             )
+            if job.type == "mirror" and job.target:
+                body += (
+                    f"\nThe incomplete target [b]{escape(job.target)}[/b] stays on disk: it is not a usable copy. "
+                    "Delete it yourself once the job has ended."
+                )
         self.app.push_screen(
-            ConfirmDialog(f"Cancel {job.id}?", body, yes="Cancel job", no="Keep running"),
+            ConfirmDialog(f"Cancel {job_name(job)}?", body, yes="Cancel job", no="Keep running"),
             lambda ok: ok and self.chain_app.job_command("cancel", job),
         )
 
     def action_pause(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is not None:
             self.chain_app.job_command("toggle_pause", job)
 
     def action_faster(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is None:
             return
         if job.speed == 0:
@@ -504,14 +537,14 @@ class MainScreen(Screen[None]):
         self.chain_app.job_command("set_speed", job, job.speed * 2)
 
     def action_slower(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is None:
             return
         base = job.speed or int(job.rate) or 64 << 20
         self.chain_app.job_command("set_speed", job, max(4096, base // 2))
 
     def action_unlimit(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is None:
             return
         if job.speed == 0:
@@ -520,7 +553,7 @@ class MainScreen(Screen[None]):
         self.chain_app.job_command("set_speed", job, 0)
 
     def action_write_blocking(self) -> None:
-        job = self._job_or_say()
+        job = self._job_or_say(sends=True)
         if job is not None:
             self.chain_app.job_command("write_blocking", job)
 
@@ -540,7 +573,79 @@ class MainScreen(Screen[None]):
         if not job.finished:
             self.notify(f"{job.id} is still {job.state_text}; cancel it (x) or wait for it to end", severity="warning")
             return
-        self.chain_app.job_command("dismiss", job)
+        leftover = self.chain_app.hub.incomplete_target(job)
+        if leftover is None:
+            self.chain_app.job_command("dismiss", job)
+            return
+        body = (
+            f"The mirror was cancelled before it was in sync: [b]{escape(leftover)}[/b] is an incomplete copy, "
+            "of no use as a disk. Delete the file, or keep it?"
+        )
+
+        def answer(delete: bool | None) -> None:
+            self.chain_app.job_command("delete_incomplete_target" if delete else "dismiss", job)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Delete the incomplete target of {job_name(job)}?", body, yes="Delete file", no="Keep file"),
+            answer,
+        )
+
+    def action_dismiss_all(self) -> None:
+        hub = self.chain_app.hub
+        done = [j for j in hub.tracker.jobs.values() if j.finished and j.succeeded]
+        kept = [j for j in hub.tracker.jobs.values() if j.ended_badly]
+        if not done:
+            extra = f"; {len(kept)} failed/cancelled/lost stay until dismissed one by one (d)" if kept else ""
+            self.notify(f"No finished job to dismiss{extra}", severity="information")
+            return
+
+        async def run() -> None:
+            gone = await hub.dismiss_finished()
+            extra = f"; {len(kept)} failed/cancelled/lost kept: dismiss each with d" if kept else ""
+            self.notify(f"Dismissed {len(gone)} finished job{'s' if len(gone) != 1 else ''}{extra}")
+
+        self.chain_app.run_worker(run(), exit_on_error=False, group="jobs")
+
+    # -- QEMU processes ----------------------------------------------------
+    def action_add_endpoint(self) -> None:
+        hub = self.chain_app.hub
+
+        def done(address: str | None) -> None:
+            if not address:
+                return
+
+            async def run() -> None:
+                session = await hub.add_at_run_time(address)
+                self.notify(f"Added {session.name} ({session.address_text})", title="QEMU added")
+
+            self.chain_app.run_worker(run(), exit_on_error=False, group="add")
+
+        self.app.push_screen(AddEndpointDialog(), done)
+
+    def action_remove_endpoint(self) -> None:
+        sel = self.query_one("#drives", DrivesPanel).selected
+        hub = self.chain_app.hub
+        if sel is None or sel[0] not in hub.sessions:
+            self.notify("No QEMU selected: pick one of its drives in the drives panel", severity="warning")
+            return
+        name = sel[0]
+        sess = hub.sessions[name]
+        ours = [j for j in hub.tracker.for_session(name) if j.started_by_us and not j.finished]
+        body = (
+            f"chaintui stops watching [b]{escape(name)}[/b] ({escape(sess.address_text)}). QEMU keeps running; "
+            "nothing is sent to it."
+        )
+        if ours:
+            body += f"\n{len(ours)} job(s) chaintui started there go on inside QEMU: {escape(', '.join(j.id for j in ours))}."
+
+        async def run() -> None:
+            await hub.remove(name)
+            self.notify(f"Removed {name}: no longer watched")
+
+        self.app.push_screen(
+            ConfirmDialog(f"Stop watching {name}?", body, yes="Remove", no="Keep"),
+            lambda ok: ok and self.chain_app.run_worker(run(), exit_on_error=False, group="add"),
+        )
 
     # -- other -----------------------------------------------------------
     def action_toggle_log(self) -> None:
@@ -563,3 +668,8 @@ class MainScreen(Screen[None]):
     def action_quit(self) -> None:
         self.chain_app.request_quit()
 
+
+
+def job_name(job: Job) -> str:
+    """A job as confirmations name it: id, drive and QEMU."""
+    return f"{job.id} on {job.drive or '?'} @ {job.session}"

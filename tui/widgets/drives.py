@@ -41,6 +41,7 @@ class DrivesPanel(OptionList):
         sessions: list[QemuSession],
         drives: dict[str, list[Drive]],
         job_counts: dict[tuple[str, str], int],
+        retries: dict[str, int] | None = None,
     ) -> None:
         """Rebuild the list, keeping the selected drive highlighted."""
         options: list[Option] = []
@@ -49,27 +50,32 @@ class DrivesPanel(OptionList):
             mark, color = STATE_MARK[sess.state]
             head = Text.assemble((f"{mark} ", color), (sess.name, "bold"))
             if sess.state is SessionState.LOST:
-                head.append(" lost, retrying", "red")
+                n = (retries or {}).get(sess.name, 0)
+                head.append(f"\n  lost · retry {n}" if n else "\n  lost · retrying", "red")
             elif sess.state is SessionState.CONNECTING:
-                head.append(" connecting", "yellow")
+                head.append("\n  connecting", "yellow")
             addr = sess.address_text
-            if len(addr) > 24:
-                addr = "…" + addr[-23:]
+            room = max(8, (self.scrollable_content_region.width or 26) - 3)
+            if len(addr) > room:
+                addr = "…" + addr[-(room - 1):]
             head.append(f"\n  {addr}", "dim")
             if sess.state is SessionState.LOST and sess.last_error:
                 err = sess.last_error.rsplit(": ", 1)[-1]
-                head.append(f"\n  {err[:24]}", "red dim")
+                head.append(f"\n  {err[:room]}", "red dim")
             options.append(Option(head, id=f"session{SEP}{sess.name}", disabled=True))
             session_drives = drives.get(sess.name, [])
             if not session_drives and sess.state is SessionState.CONNECTED:
                 options.append(Option(Text("  (no drives)", "dim"), disabled=True))
             for d in session_drives:
                 n = job_counts.get(d.key, 0)
-                line = Text.assemble(("  ", ""), (d.name, "bold"), (f"  {len(d.images)} img", "dim"))
-                if d.detached:
-                    line.append("  detached", "dim italic")
+                # one line, never wrapped: the name, then what fits of the rest
+                line = Text.assemble(("  ", ""), (d.name, "bold"), (f" · {len(d.images)} img", "dim"))
+                line.no_wrap = True
+                line.overflow = "ellipsis"
                 if n:
-                    line.append(f"  ⚙ {n} job{'s' if n > 1 else ''}", "yellow")
+                    line.append(f" ⚙{n}", "yellow")
+                if d.detached:
+                    line.append(" detached", "dim italic")
                 for left in d.leftovers:
                     # images an earlier job left open: they block snapshots and mirrors until closed (o)
                     line.append(f"\n    ⚠ left open: {', '.join(left.labels)}"[:60], "yellow")

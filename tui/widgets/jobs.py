@@ -48,9 +48,13 @@ class JobCard(Widget):
     def sync_classes(self) -> None:
         job = self.job
         self.set_class(job.ready and not job.finished, "-ready")
-        self.set_class(bool(job.error) or (job.outcome or "").startswith("failed") or job.io_status not in ("ok", "", None), "-error")
-        self.set_class(job.finished, "-finished")
-        self.set_class(job.status == "unknown", "-unknown")
+        self.set_class(
+            job.result in ("failed", "lost") or (not job.finished and (bool(job.error) or job.io_status not in ("ok", "", None))),
+            "-error",
+        )
+        self.set_class(job.finished and job.succeeded, "-finished")
+        self.set_class(job.result in ("cancelled", "unknown"), "-cancelled")
+        self.set_class(job.lost and not job.finished, "-unknown")
         self.set_class(job.user_paused and not job.finished, "-paused")
         conv = job.convergence() if job.needs_convergence else None
         self.set_class(conv is not None and not conv.converging, "-stuck")
@@ -66,14 +70,22 @@ class JobCard(Widget):
         job = self.job
         where = f"{job.drive or '?'}@{job.session}"
         state = job.state_text
+        if job.lost and not job.finished:
+            state = "✗ LOST: its QEMU does not answer"
+        elif job.ended_badly:
+            state = {"failed": "✗ FAILED", "lost": "✗ LOST", "cancelled": "⊘ CANCELLED"}.get(
+                job.result or "", "? ENDED, outcome unknown"
+            )
         state_style = "bold"
         if job.finished:
-            state_style = "bold red" if state.startswith("failed") else "bold"
+            state_style = {"completed": "bold green", "failed": "bold red", "lost": "bold red"}.get(
+                job.result or "", "bold yellow"
+            )
+        elif job.lost or job.io_status not in ("ok", "", None):
+            state_style = "bold red"
         elif job.ready:
             state_style = "bold green"
-        elif job.status == "unknown" or job.io_status not in ("ok", "", None):
-            state_style = "bold red"
-        elif job.paused:
+        elif job.is_paused:
             state_style = "bold yellow"
         first = Text.assemble(
             (job.id, "bold"),
@@ -95,28 +107,48 @@ class JobCard(Widget):
             first.append(f"  → {job.target}", "dim")
         if not job.started_by_us:
             first.append("  (started elsewhere)", "dim italic")
-        pct = f"{job.progress:>4.0%}"
-        done = f"{human_size(job.offset)} of {human_size(job.length)}"
-        second = Text.assemble(
-            (bar(job.progress), "green" if job.ready or job.finished else "magenta"),
-            (f" {pct}  ", "bold"),
-            (done, ""),
-        )
-        if job.ready and not job.finished:
+        pct = f"{job.progress:>4.0%}" if job.length > 0 else "  --"
+        done = f"{human_size(job.offset)} of {human_size(job.length)}" if job.length > 0 else "nothing copied"
+        if job.finished:
+            bar_style = {"completed": "green", "failed": "red", "lost": "red"}.get(job.result or "", "yellow")
+        elif job.lost:
+            bar_style = "grey50"
+        else:
+            bar_style = "green" if job.ready else "magenta"
+        if job.ended_badly:
+            # the reason QEMU gave and where it got to, where a progress bar would be
+            detail = job.outcome or ""
+            for sep in (": ", "; "):
+                if detail.startswith((job.result or "") + sep):
+                    detail = detail[len(job.result or "") + 2 :]
+            second = Text.assemble((bar(job.progress, 8), bar_style), (f" {pct}  ", "bold"), (detail, bar_style))
+            if not (job.result == "cancelled" and job.ready) and (job.offset or job.length):
+                second.append(f" · stopped at {job.stopped_at}", bar_style)
+            second.append("  · d dismiss", "dim")
+        else:
+            second = Text.assemble((bar(job.progress), bar_style), (f" {pct}  ", "bold"), (done, ""))
+        if job.finished:
+            pass
+        elif job.lost:
+            second.append("  no rate, no ETA", "red")
+        elif job.ready:
             hint = "f: finish" if job.type != "mirror" else "f: pivot to target, x: keep source"
             second.append(f"  in sync · {hint}", "green")
         elif not job.finished:
-            second.append(f"  {human_size(job.rate)}/s ", "")
-            second.append(sparkline(list(job.rate_history), 12), "cyan")
+            second.append(f"  {human_size(job.rate)}/s", "")
             stuck = conv is not None and not conv.converging
             second.append(f"  ETA {'never at this pace' if stuck else human_duration(job.eta)}", "dim")
+            if job.is_paused:
+                second.append(" (paused)", "yellow")
+            second.append(" " + sparkline(list(job.rate_history), 12), "cyan")
             if conv is not None:
                 arrow = "▲" if conv.trend > 0 else ("▼" if conv.trend < 0 else "=")
                 text = f"  left {arrow} {human_size(abs(conv.trend))}/s"
                 if conv.dirty_rate > 0:
                     text += f", guest {human_size(conv.dirty_rate)}/s"
                 second.append(text, "yellow" if not conv.converging else "dim")
-        second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
+        if not job.finished:
+            second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
         width = max(10, self.content_region.width or self.size.width or 80)
         first.truncate(width, overflow="ellipsis")
         second.truncate(width, overflow="ellipsis")
@@ -159,15 +191,30 @@ class JobsPanel(VerticalScroll, can_focus=True):
                 if key not in keys:
                     self.cards.pop(key).remove()
             new_cards = []
+            prev: JobCard | None = None
+            # cards on screen in the order given (running first): move the old ones, mount the new in place
             for job in jobs:
-                if job.key not in self.cards:
-                    card = JobCard(job)
-                    self.cards[job.key] = card
+                card = self.cards.get(job.key)
+                if card is None:
+                    card = self.cards[job.key] = JobCard(job)
                     new_cards.append(card)
-            if new_cards:
-                self.mount_all(new_cards)
+                    if prev is None:
+                        self.mount(card, before=0) if self.children else self.mount(card)
+                    else:
+                        self.mount(card, after=prev)
+                elif prev is None:
+                    if self.children and self.children[0] is not card:
+                        self.move_child(card, before=0)
+                else:
+                    kids = list(self.children)
+                    if kids.index(card) != kids.index(prev) + 1:
+                        self.move_child(card, after=prev)
+                prev = card
             self.order = keys
-            if current in keys:
+            if not self.has_focus:
+                # nobody is reading a particular card: show the top, where running jobs are
+                self.cursor = 0
+            elif current in keys:
                 self.cursor = keys.index(current)
             elif new_cards:
                 self.cursor = keys.index(new_cards[-1].job.key)
@@ -183,7 +230,10 @@ class JobsPanel(VerticalScroll, can_focus=True):
             self.cards[key].set_class(i == self.cursor, "-highlight")
         if self.order:
             card = self.cards[self.order[self.cursor]]
-            self.call_after_refresh(self.scroll_to_widget, card, animate=False)
+            if self.cursor == 0:
+                self.call_after_refresh(self.scroll_home, animate=False)
+            else:
+                self.call_after_refresh(self.scroll_to_widget, card, animate=False)
         self.post_message(self.Highlighted(self.highlighted))
 
     def action_move(self, delta: int) -> None:
