@@ -20,12 +20,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "qemu: drives real QEMU (also implied by the lab fixtures): fails, naming the package, without it"
+    )
+
+
+QEMU_FIXTURES = {"lab", "picture_lab"}
+QEMU_PACKAGES = "qemu-utils qemu-system-x86"
+
+
+@pytest.fixture(autouse=True)
+def _qemu_present(request: pytest.FixtureRequest) -> None:
+    """Tests that drive QEMU fail at once, saying what to install, when QEMU is missing.
+
+    Pure tests (parsers, plans on recorded drives, formatting) need nothing and run anywhere.
+    """
+    if QEMU_FIXTURES.isdisjoint(request.fixturenames) and request.node.get_closest_marker("qemu") is None:
+        return
     missing = [t for t in QEMU_TOOLS if shutil.which(t) is None]
     if missing:
-        raise pytest.UsageError(
-            "chaintui's tests drive real QEMU, and these are missing: "
-            + ", ".join(missing)
-            + " (apt-get install qemu-utils qemu-system-x86, or run `make test`)"
+        pytest.fail(
+            f"this test drives real QEMU, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing: apt-get install {QEMU_PACKAGES} (or run `make test`)",
+            pytrace=False,
         )
 
 

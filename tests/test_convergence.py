@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -37,11 +36,24 @@ def short_window(monkeypatch):
     monkeypatch.setattr(jobs_module, "CONVERGENCE_WINDOW", 2.0)
 
 
+async def qemu_version(app, session: str) -> tuple[int, int]:
+    v = (await app.hub.sessions[session].execute("query-version"))["qemu"]
+    return v["major"], v["minor"]
+
+
+async def block_job(app, session: str, job_id: str) -> dict:
+    """QEMU's own record of a job (query-block-jobs), not chaintui's."""
+    jobs = await app.hub.sessions[session].execute("query-block-jobs")
+    [entry] = [j for j in jobs if j["device"] == job_id]
+    return entry
+
+
 async def test_not_converging_flagged_then_lifted(lab, short_window):
     paths, ref, q = start_lab(lab)
     async with running_app([str(q.qmp)]) as (app, pilot):
         hub = app.hub
         s = next(iter(hub.sessions))
+        can_switch = await qemu_version(app, s) >= (8, 2)  # block-job-change came in QEMU 8.2
         d = hub.drive(s, "drive0")
         app.launch(ops.plan_mirror(d, str(lab.dir / "t.qcow2"), "qcow2", "full", "256K", "mirror-drive0-1"))
         j = await until(pilot, lambda: job(app, "mirror-drive0-1"))
@@ -55,11 +67,25 @@ async def test_not_converging_flagged_then_lifted(lab, short_window):
             card = main(app).query_one("#jobs", JobsPanel).cards[j.key]
             await until(pilot, lambda: "not converging" in str(card.render()) and card.has_class("-stuck"))
             await press(pilot, "tab")
-            await press(pilot, "w")  # QEMU 7.2 cannot switch a running mirror: it says so
-            await until(pilot, lambda: any("write-blocking" in str(n.message) for n in app._notifications))
+            await press(pilot, "w")
+            if can_switch:  # QEMU 8.2+ switches the running mirror
+                await until(pilot, lambda: any(str(n.message) == "mirror-drive0-1: copy mode write-blocking"
+                                               for n in app._notifications), what="switched")
+                assert any("copy mode write-blocking (guest writes now wait for the target)" in e.text for e in hub.log)
+                assert not any(n.severity == "error" for n in app._notifications)
+            else:  # QEMU 7.2 has no block-job-change: chaintui says so, and the job goes on as it was
+                await until(pilot, lambda: any("cannot switch a running mirror to write-blocking" in str(n.message)
+                                               for n in app._notifications), what="refusal")
+                entry = await block_job(app, s, "mirror-drive0-1")
+                assert (entry["type"], entry["status"], entry["speed"], entry["ready"]) == ("mirror", "running", 256 * 1024, False)
+                assert "actively-synced" not in entry
+                assert not any("copy mode write-blocking (guest" in e.text for e in hub.log)
             await press(pilot, "u")  # lift the limit: the copy outruns the writer
             await until(pilot, lambda: j.speed == 0, what="limit lifted")
             await until(pilot, lambda: j.ready, timeout=60, what="ready once unthrottled")
+            if can_switch:  # in write-blocking mode a ready mirror is actively synced: every write reaches both
+                entry = await block_job(app, s, "mirror-drive0-1")
+                assert entry["ready"] and entry["actively-synced"] is True, entry
         finally:
             writer.stop.set()
             writer.join()
@@ -74,11 +100,12 @@ async def test_not_converging_flagged_then_lifted(lab, short_window):
 async def test_write_blocking_chosen_at_start_converges_under_writes(lab, short_window):
     paths, ref, q = start_lab(lab)
     async with running_app([str(q.qmp)]) as (app, pilot):
+        s = next(iter(app.hub.sessions))
+        reports_sync = await qemu_version(app, s) >= (8, 2)  # query-block-jobs has actively-synced since 8.2
         await press(pilot, "m")
         dlg = await until(pilot, lambda: getattr(app.screen, "values", None) and app.screen)
         dlg.query_one("#field-copy_mode").value = "write-blocking"
-        await pilot.pause(0.05)
-        assert '"copy-mode": "write-blocking"' in str(dlg.query_one("#qmp").render())
+        await until(pilot, lambda: '"copy-mode": "write-blocking"' in str(dlg.query_one("#qmp").render()), what="QMP preview")
         dlg.query_one("#field-target").focus()
         writer = Writer(lab, q, ref)
         writer.start()
@@ -86,7 +113,13 @@ async def test_write_blocking_chosen_at_start_converges_under_writes(lab, short_
             await press(pilot, "enter")
             j = await until(pilot, lambda: job(app, "mirror-drive0-1"))
             await until(pilot, lambda: j.ready, timeout=60, what="ready under writes")
-            time.sleep(0.3)
+            entry = await block_job(app, s, "mirror-drive0-1")
+            if reports_sync:
+                assert entry["actively-synced"] is True, entry
+            else:
+                assert "actively-synced" not in entry
+            written = writer.count
+            await until(pilot, lambda: writer.count >= written + 3, what="guest writes while ready")
         finally:
             writer.stop.set()
             writer.join()

@@ -152,6 +152,7 @@ async def test_another_client_steers_our_job(lab, hub: Hub, verb):
     assert same, msg
 
 
+@pytest.mark.qemu
 def test_lab_cleans_up_after_an_exception(tmp_path):
     with pytest.raises(RuntimeError):
         with Lab(root=None) as lab:
@@ -188,6 +189,7 @@ def _qemus_under(directory: Path) -> list[int]:
     return out
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "ctrl+q", "SIGKILL"])
 def test_demo_leaves_nothing_behind(tmp_path, how):
     """chaintui --demo in a terminal, stopped in each way: no QEMU, no temporary files."""

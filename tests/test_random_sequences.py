@@ -179,6 +179,7 @@ def examples(request) -> int:
     return _examples(request.config)
 
 
+@pytest.mark.qemu
 def test_random_sequences(tmp_path_factory, examples):
     seen: list[list[str]] = []
 

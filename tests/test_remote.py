@@ -25,7 +25,8 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 @pytest.fixture
 def sshd(tmp_path, monkeypatch):
     if not os.path.exists(SSHD):
-        pytest.skip("openssh-server is not installed (.ci/run installs it)")
+        pytest.fail(f"the ssh:// tests start a real sshd, and {SSHD} is missing: apt-get install openssh-server "
+                    "(or run `make test`)", pytrace=False)
     d = tmp_path / "ssh"
     d.mkdir(mode=0o700)
     for key in ("host_key", "client_key"):
