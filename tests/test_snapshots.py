@@ -398,6 +398,11 @@ def test_job_traffic_screen(snap_compare, picture_lab):
             await pilot.pause()
         await hub.settle(s)
         await pilot.pause()
+        # the card under the dialog: its last offset is BLOCK_JOB_COMPLETED's or a later query-jobs answer's,
+        # whichever came last; the picture shows a fixed one
+        freeze(job, 64 * MiB, 64 * MiB, 0, [])
+        main(app).post_message(JobsUpdated(urgent=True))
+        await until(pilot, lambda: "100%" in card_text(app, job), what="the frozen card")
         for e in hub.log:  # QEMU's event timestamps: fixed for the picture
             if isinstance(e.data, dict) and "timestamp" in e.data:
                 e.data = dict(e.data, timestamp={"seconds": 1795800000, "microseconds": 0})
