@@ -19,7 +19,7 @@ $(BIN)/python:
 
 # libvirt-python must match the system's libvirt (9.0.0 on Debian 12, 11.x on 13):
 # it is built here against the libvirt-dev that scripts/ensure-deps installs.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q "libvirt-python==$$(pkg-config --modversion libvirt)"
