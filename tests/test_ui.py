@@ -110,9 +110,7 @@ async def test_active_commit_then_finish(lab):
         await press(pilot, "c")
         dlg = await dialog(pilot, app)
         assert dlg.title_text.startswith("Commit")
-        assert "Active commit" in str(dlg.query_one("#preview").render()) or "ready" in str(
-            dlg.query_one("#preview").render()
-        )
+        assert "Active commit: the job goes ready" in str(dlg.query_one("#preview").render())
         await press(pilot, "enter")
         j = await until(pilot, lambda: job(app, "commit-drive0-1"))
         await until(pilot, lambda: j.ready, what="ready")
