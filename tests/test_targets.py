@@ -13,7 +13,7 @@ from tui.backend.lab import run
 from tui.screens.picker import ImageTree, PickerScreen
 from tui.widgets.path_input import completions
 
-from .uihelp import MiB, PlanDialog, dialog, job, press, running_app, same, start_lab, until
+from .uihelp import MiB, PlanDialog, dialog, job, press, running_app, same, showing, start_lab, until
 
 
 def error(dlg, field="target") -> str:
@@ -51,8 +51,8 @@ async def test_tab_completes_and_shows_the_resolved_path(lab):
         await press(pilot, "tab")
         assert field.value == f"{lab.dir}/disks/archive/"
         await pilot.press(*"new.qcow2")
-        await pilot.pause(0.05)
-        assert f"→ {lab.dir}/disks/archive/new.qcow2" in str(dlg.query_one("#resolved-target").render())
+        await until(pilot, lambda: f"→ {lab.dir}/disks/archive/new.qcow2" in str(dlg.query_one("#resolved-target").render()),
+                    what="the resolved path")
         # several candidates: completed to the common prefix, and listed
         field.value = f"{lab.dir}/"
         field.cursor_position = len(field.value)
@@ -61,8 +61,8 @@ async def test_tab_completes_and_shows_the_resolved_path(lab):
         assert "A.qcow2" in listed and "disks/" in listed
         # relative and ~ paths are shown resolved
         field.value = "~/x.qcow2"
-        await pilot.pause(0.05)
-        assert f"→ {os.path.expanduser('~')}/x.qcow2" in str(dlg.query_one("#resolved-target").render())
+        await until(pilot, lambda: f"→ {os.path.expanduser('~')}/x.qcow2" in str(dlg.query_one("#resolved-target").render()),
+                    what="~ resolved")
         # nothing to complete: tab moves on
         field.value = f"{lab.dir}/zzz"
         field.cursor_position = len(field.value)
@@ -142,17 +142,15 @@ async def test_existing_image_refused_when_it_does_not_fit(lab):
         dlg.query_one("#field-mode").value = "existing"
         field = dlg.query_one("#field-target", Input)
         field.value = str(small)
-        await pilot.pause(0.1)
-        assert error(dlg) == f"✗ Target {small} is 32.0 MiB, the drive is 64.0 MiB: a reused image must have the same virtual size"
+        await showing(pilot, lambda: error(dlg),
+                      f"✗ Target {small} is 32.0 MiB, the drive is 64.0 MiB: a reused image must have the same virtual size")
         field.value = str(rawfile)
-        await pilot.pause(0.1)
-        assert error(dlg) == f"✗ Target {rawfile} is raw, not qcow2: choose format raw or another image"
+        await showing(pilot, lambda: error(dlg), f"✗ Target {rawfile} is raw, not qcow2: choose format raw or another image")
         dlg.query_one("#field-format").value = "raw"
-        await pilot.pause(0.1)
-        assert error(dlg) == "" and not dlg.query_one("#confirm").disabled
+        await showing(pilot, lambda: error(dlg), "")
+        assert not dlg.query_one("#confirm").disabled
         field.value = str(lab.dir / "absent.qcow2")
-        await pilot.pause(0.1)
-        assert "does not exist (\"reuse existing\" needs an existing image)" in error(dlg)
+        await until(pilot, lambda: "does not exist (\"reuse existing\" needs an existing image)" in error(dlg), what="absent")
         await press(pilot, "escape")
         assert not app.hub.tracker.jobs
 
@@ -174,17 +172,15 @@ async def test_space_refused_and_tight_warning(lab, small_fs):
         field = dlg.query_one("#field-target", Input)
         dlg.query_one("#field-format").value = "raw"
         field.value = str(small_fs / "flat.raw")
-        await pilot.pause(0.1)
-        assert error(dlg) == (f"✗ Not enough space in {small_fs}: the job writes up to 64.0 MiB, 10.0 MiB is free")
+        await showing(pilot, lambda: error(dlg), f"✗ Not enough space in {small_fs}: the job writes up to 64.0 MiB, 10.0 MiB is free")
         assert dlg.query_one("#confirm").disabled
         dlg.query_one("#field-format").value = "qcow2"
-        await pilot.pause(0.1)
+        await showing(pilot, lambda: error(dlg), "")
         preview = str(dlg.query_one("#preview").render())
-        assert error(dlg) == "" and "Tight on space" in preview and "of the 10.0 MiB free" in preview
+        assert "Tight on space" in preview and "of the 10.0 MiB free" in preview
         # sync top only copies the active image: it fits comfortably
         dlg.query_one("#field-sync").value = "top"
-        await pilot.pause(0.1)
-        assert "Tight on space" not in str(dlg.query_one("#preview").render())
+        await until(pilot, lambda: "Tight on space" not in str(dlg.query_one("#preview").render()), what="no warning")
         await press(pilot, "escape")
     q.stop()
     assert os.listdir(small_fs) == []
@@ -200,9 +196,8 @@ async def test_target_used_by_another_drive_is_refused(lab):
             await press(pilot, key)
             dlg = await dialog(pilot, app, PlanDialog)
             dlg.query_one("#field-target").value = str(b[1])
-            await pilot.pause(0.1)
             session = next(iter(app.hub.sessions))
-            assert error(dlg) == f"✗ Target {b[1]} is in use by drive1 on {session} (other-B.qcow2); pick a new file"
+            await showing(pilot, lambda: error(dlg), f"✗ Target {b[1]} is in use by drive1 on {session} (other-B.qcow2); pick a new file")
             await press(pilot, "escape")
 
 

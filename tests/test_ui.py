@@ -7,6 +7,7 @@ data with qemu-img compare once QEMU has closed the images.
 from __future__ import annotations
 
 import pytest
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 
 from tui.screens.help import HelpScreen
@@ -194,8 +195,7 @@ async def test_copy_full_mirror_raw(lab):
         dlg.query_one("#field-format").value = "raw"
         target_input = dlg.query_one("#field-target", Input)
         target_input.value = str(lab.dir / "copy.raw")
-        await pilot.pause(0.05)
-        assert "thin provisioning" in str(dlg.query_one("#preview").render())
+        await until(pilot, lambda: "thin provisioning" in str(dlg.query_one("#preview").render()), what="the raw warning")
         target_input.focus()
         await press(pilot, "enter")
         j = await until(pilot, lambda: job(app, "copy-drive0-1"))
@@ -297,13 +297,11 @@ async def test_dialog_validation_before_sending(lab):
             (str(paths[1]), "an image of its backing chain"),
         ]:
             field.value = value
-            await pilot.pause(0.05)
-            assert message in str(dlg.query_one("#error-target").render())
+            await until(pilot, lambda: message in str(dlg.query_one("#error-target").render()), what=message)
             assert dlg.query_one("#confirm").disabled
         field.value = str(lab.dir / "ok.qcow2")
         dlg.query_one("#field-speed", Input).value = "fast"
-        await pilot.pause(0.05)
-        assert "not a number" in str(dlg.query_one("#error-speed").render())
+        await until(pilot, lambda: "not a number" in str(dlg.query_one("#error-speed").render()), what="speed refused")
         field.focus()
         await press(pilot, "enter")  # refused: still open
         assert app.screen is dlg
@@ -372,9 +370,15 @@ async def test_help_and_command_palette(lab):
         await press(pilot, "escape")
         assert app.screen is main(app)
         await press(pilot, "ctrl+p")
-        await pilot.pause(0.2)
+        palette = await dialog(pilot, app, CommandPalette)
         await pilot.press(*"Merge")
-        await pilot.pause(0.3)
+        results = palette.query_one(CommandList)
+
+        def merge_highlighted() -> bool:
+            index = results.highlighted
+            return index is not None and "Merge" in str(results.get_option_at_index(index).prompt)
+
+        await until(pilot, merge_highlighted, what="Merge offered")
         await press(pilot, "enter")
         dlg = await dialog(pilot, app)
         assert dlg.title_text.startswith("Merge")
@@ -409,7 +413,7 @@ async def test_two_qemus_three_jobs(lab):
         started = []
         for _ in range(3):
             drives.focus()
-            await pilot.pause(0.05)
+            await until(pilot, lambda: app.focused is drives, what="the drives list focused")
             sel = drives.selected
             await press(pilot, "tab")  # to the chain graph
             await press(pilot, "end", "s")

@@ -49,6 +49,14 @@ async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition"
         await pilot.pause(0.03)
 
 
+async def showing(pilot, read, expected, timeout: float = 20.0) -> None:
+    """Wait until ``read()`` gives ``expected`` (a dialog revalidates on a message, not at once)."""
+    try:
+        await until(pilot, lambda: read() == expected, timeout, what=repr(expected))
+    except AssertionError:
+        assert read() == expected
+
+
 async def press(pilot, *keys: str) -> None:
     for key in keys:
         await pilot.press(key)
