@@ -67,7 +67,8 @@ def hide_lab_dir(text: str, root: str) -> str:
     token = root[-len(PLACEHOLDER):]
     text = text.replace(token, PLACEHOLDER)  # also where the screen shows the path's end only
     cut = re.search(re.escape(LAB_PREFIX) + f"(?!{PLACEHOLDER})", text)
-    tails = [token[i:] + "/" for i in range(1, len(token) - 2) if token[i:] + "/" in text]
+    # a path cut at its left inside the random part: its last 4-7 characters, then "/" (fewer could be chance)
+    tails = [token[i:] + "/" for i in range(1, len(token) - 3) if token[i:] + "/" in text]
     if cut or tails:
         where = text[max(0, cut.start() - 30) : cut.end() + 20] if cut else tails
         raise AssertionError(f"the picture shows part of the per-run lab directory {root}: {where!r}")
@@ -83,6 +84,14 @@ def hide_lab_dir_in(segments: list[Segment], root: str) -> list[Segment]:
         out.append(seg if seg.control else Segment(text[pos : pos + len(piece)], seg.style))
         pos += len(piece)
     return out
+
+
+def test_hide_lab_dir():
+    root = "/tmp/chaintui-ab12cd34"
+    assert hide_lab_dir(f"│{root}/t/D.qcow2 …ab12cd34/t/q│", root) == "│/tmp/chaintui-XXXXXXXX/t/D.qcow2 …XXXXXXXX/t/q│"
+    for leak in [f"{root[:-3]}…", "…2cd34/t/qsd1.qmp", "/tmp/chaintui-ab1\n2cd34/t"]:  # cut or wrapped inside
+        with pytest.raises(AssertionError, match="part of the per-run lab directory"):
+            hide_lab_dir(leak, root)
 
 
 class PictureApp(ChainApp):
