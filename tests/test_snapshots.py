@@ -154,7 +154,12 @@ class PictureLab(Lab):
 def picture_lab(request):
     root = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=LAB_PARENT))
     assert len(root.name) == len(LAB_PREFIX) + len(PLACEHOLDER)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g,mode=0700", "tmpfs", str(root)], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g,mode=0700", "tmpfs", str(root)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        root.rmdir()
+        pytest.fail(f"the pictures' lab needs a tmpfs of its own (run the tests as root): {mounted.stderr.strip()}",
+                    pytrace=False)
     try:
         # the test's name first, as a buffer: a path cut at its left end on screen keeps the random part out of sight
         with PictureLab(root=root / request.node.name) as lab:
