@@ -199,6 +199,7 @@ def test_demo_leaves_nothing_behind(tmp_path, how):
                XDG_STATE_HOME=str(tmp_path / "state"))
     pid, fd = pty.fork()
     if pid == 0:  # child: the demo on a terminal of its own
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job inherits SIGINT ignored
         os.execvpe(sys.executable, [sys.executable, "-m", "tui", "--demo"], env)
     output = bytearray()
 
