@@ -29,6 +29,7 @@ async def test_actions_are_audited_and_printed(lab, tmp_path):
         [job] = await hub.run_plan(ops.plan_stream(d, "B", "64K", "stream-drive0-1"))
         await hub.set_speed(s, job.id, 0)
         await hub.wait_job(s, job.id, lambda j: j.finished)
+        await hub.settle(s)  # the chain as it is after the job (its nodes no longer busy)
         bad = ops.plan_stream(hub.drive(s, "drive0"), None, 0, "s2")
         bad.steps[0].arguments["base-node"] = "gone"
         with pytest.raises(QMPCommandError):
