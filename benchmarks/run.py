@@ -398,7 +398,8 @@ def main() -> int:
 
             bench_pty(lab, row, args.smoke, args.seconds, repeat, only & pty or None)
     load = os.getloadavg()
-    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")    print()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print()
     print_table()
     return 0
 
