@@ -425,8 +425,9 @@ class JobTracker:
                 shown = True  # the convergence trend
             if job.active:
                 new_rate = job.rate
-                # the sparkline moves while the job moves; a paused or stalled job costs nothing
-                if new_rate != rate or job.offset != before[0] or (job.rate_history and job.rate_history[-1] != new_rate):
+                # the sparkline moves while the job moves or its rate (as shown) changes; a paused
+                # or stalled job whose card would look the same costs nothing
+                if job.offset != before[0] or human_size(new_rate) != human_size(rate):
                     job.rate_history.append(new_rate)
                     shown = True
             after = (job.offset, job.length, job.status, job.speed, job.paused, job.io_status, job.ready)
