@@ -432,7 +432,7 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--runs", type=int, default=None)
-    p.add_argument("--only", default="", help="comma list of: pty16,pty64,ptyready,ptychain")
+    p.add_argument("--only", default="", help="comma list of: pty16,pty64,ptyready,ptychain (default: all)")
     args = p.parse_args()
     runs = args.runs or (1 if args.smoke else 3)
     with Lab() as lab:

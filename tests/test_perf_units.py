@@ -20,6 +20,20 @@ def test_job_standing_still_costs_nothing():
     assert job.version == version and list(job.rate_history) == history
 
 
+def test_paused_job_keeps_its_rate_and_stops_changing():
+    t = JobTracker()
+    for i in range(5):
+        t.on_poll("q", [info(i * 100)], [], now=i * 0.2)
+    job = t.get("q", "s1")
+    rate = job.rate
+    assert rate > 0
+    t.on_poll("q", [info(400, paused=True, status="paused")], [], now=1.0)
+    version = job.version
+    for i in range(40):
+        assert job not in t.on_poll("q", [info(400, paused=True, status="paused")], [], now=1.2 + i * 0.2)
+    assert job.version == version and job.rate == rate
+
+
 def test_moving_job_changes_every_poll_and_rate_follows_new_samples():
     t = JobTracker()
     seen = []

@@ -417,7 +417,9 @@ class JobTracker:
                 job.error = info["error"]
             last = job.samples[-1] if job.samples else None
             rate = job.rate
-            if last is None or last[1] != job.offset or now - last[0] > 0.5:
+            # standing still: a sample every half second lets the rate of a stalled job decay; a
+            # paused one keeps the rate it ran at (and its card does not change until it moves)
+            if last is None or last[1] != job.offset or (now - last[0] > 0.5 and not job.is_paused):
                 job.samples.append((now, job.offset))
             shown = False  # something a card shows besides the fields in `before` changed
             if job.needs_convergence and not job.ready and job.outcome is None:
