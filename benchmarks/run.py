@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qemu.qmp import QMPClient  # noqa: E402
 
@@ -363,7 +364,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     p.add_argument("--repeat", type=int, default=None)
-    p.add_argument("--only", default="", help="comma list of: overhead,latency,many,chains,startup")
+    p.add_argument("--only", default="",
+                   help="comma list of: overhead,latency,many,chains,startup (headless); pty16,pty64,ptyready,ptychain "
+                        "(chaintui in a real tmux terminal, see pty_bench.py); pty = all four")
+    p.add_argument("--seconds", type=float, default=None, help="CPU window of the terminal cases (default 15)")
     args = p.parse_args()
 
     def _term(signum, frame):  # type: ignore[no-untyped-def]
@@ -372,6 +376,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _term)
     repeat = args.repeat or (1 if args.smoke else 3)
     only = set(filter(None, args.only.split(",")))
+    if "pty" in only:
+        only |= {"pty16", "pty64", "ptyready", "ptychain"}
     want = lambda name: not only or name in only  # noqa: E731
     print(f"# chaintui benchmarks, {time.strftime('%Y-%m-%d')}, {platform.node()}: {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {subprocess.run(['qemu-img', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}")
@@ -386,6 +392,13 @@ def main() -> int:
             bench_chains(lab, [10, 50] if args.smoke else [10, 200, 1000], repeat)
         if want("startup"):
             bench_startup(lab, repeat)
+        pty = {"pty16", "pty64", "ptyready", "ptychain"}
+        if not only or only & pty:
+            from pty_bench import bench_pty
+
+            bench_pty(lab, row, args.smoke, args.seconds, repeat, only & pty or None)
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print()
     print_table()
     return 0

@@ -84,7 +84,9 @@ class Hub:
         self.log: deque[LogEntry] = deque(maxlen=5000)
         self.poll_interval = poll_interval
         self._listeners: list[Listener] = []
-        self._pollers: dict[str, asyncio.Task[None]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._polling: set[str] = set()  # sessions polled on the shared tick
+        self._poll_full: set[str] = set()  # ... whose next poll also asks query-jobs
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._refresh_dirty: set[str] = set()
         self.node_info: dict[str, NodeInfoCache] = {}
@@ -425,15 +427,24 @@ class Hub:
 
     # -- polling ---------------------------------------------------------
     def _ensure_poller(self, session: str, force: bool = False) -> None:
+        """Have ``session`` polled on the shared tick (``force``: once even without active jobs)."""
         if self._closed:
             return
-        task = self._pollers.get(session)
-        if task is not None and not task.done():
+        if force:
+            self._poll_full.add(session)
+        elif not self.tracker.active_for(session):
             return
-        if force or self.tracker.active_for(session):
-            self._pollers[session] = asyncio.create_task(self._poll_loop(session))
+        self._polling.add(session)
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick_loop(), name="poll-tick")
 
     async def poll(self, session: str, full: bool = True) -> list[Job]:
+        changed, urgent = await self._poll(session, full)
+        if changed:
+            self._emit(JobsChanged(changed, urgent=urgent))
+        return changed
+
+    async def _poll(self, session: str, full: bool) -> tuple[list[Job], bool]:
         sess = self.sessions[session]
         asked_at = time.monotonic()
         open_jobs = [j for j in self.tracker.for_session(session) if j.outcome is None]
@@ -443,31 +454,46 @@ class Hub:
         if jobs is not None:  # every job QEMU has now
             known = {str(i.get("id")) for i in jobs} | {str(i.get("device") or i.get("id")) for i in block_jobs}
         changed += [j for j in self._apply_owned(session, known) if j not in changed]
+        urgent = self.tracker.last_poll_urgent
         # a job another client started: find which drive it belongs to
         if any(j.drive is None and j.active for j in self.tracker.for_session(session)):
             self.schedule_refresh(session)
-        if changed:
-            self._emit(JobsChanged(changed, urgent=self.tracker.last_poll_urgent))
-        return changed
+        return changed, urgent
 
-    async def _poll_loop(self, session: str) -> None:
-        first = True
+    async def _poll_session(self, session: str) -> tuple[list[Job], bool]:
+        """One session's share of a tick; drops it from the tick when it has nothing to watch."""
+        sess = self.sessions.get(session)
+        if sess is None or not sess.connected:
+            self._polling.discard(session)
+            return [], False
+        full = session in self._poll_full
+        self._poll_full.discard(session)
         try:
-            while not self._closed:
-                sess = self.sessions.get(session)
-                if sess is None or not sess.connected:
+            result = await self._poll(session, full)
+        except NotConnected:
+            self._polling.discard(session)
+            return [], False
+        except QMPCommandError as exc:
+            self.note(f"query-block-jobs failed: {exc}", session, "error")
+            self._polling.discard(session)
+            return [], False
+        if not self.tracker.active_for(session) and session not in self._poll_full:
+            self._polling.discard(session)
+        return result
+
+    async def _tick_loop(self) -> None:
+        """All sessions polled together, one change for the UI per tick (5 a second)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closed and self._polling:
+                t0 = loop.time()
+                results = await asyncio.gather(*(self._poll_session(s) for s in list(self._polling)))
+                changed = [j for jobs, _ in results for j in jobs]
+                if changed:
+                    self._emit(JobsChanged(changed, urgent=any(u for _, u in results)))
+                if not self._polling:
                     return
-                try:
-                    await self.poll(session, full=first)
-                    first = False
-                except NotConnected:
-                    return
-                except QMPCommandError as exc:
-                    self.note(f"query-block-jobs failed: {exc}", session, "error")
-                    return
-                if not self.tracker.active_for(session):
-                    return
-                await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(max(0.0, self.poll_interval - (loop.time() - t0)))
         except asyncio.CancelledError:
             pass
 
@@ -822,7 +848,8 @@ class Hub:
         for handle in self._held_pauses.values():
             handle.cancel()
         self._held_pauses.clear()
-        tasks = [*self._pollers.values(), *self._refreshers.values(), *self._watchers.values(), *self._checks.values()]
+        tasks = [t for t in (self._ticker, *self._refreshers.values(), *self._watchers.values(), *self._checks.values())
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -62,6 +62,8 @@ class Job:
     launching: bool = False  # the command that starts it is on its way to QEMU
     event_at: float = 0.0  # when the last event about it arrived
     active_commit: bool = False  # a commit of the active image (goes ready)
+    _rate: float = field(default=0.0, repr=False, compare=False)
+    _rate_key: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -111,13 +113,21 @@ class Job:
 
     @property
     def rate(self) -> float:
-        """Bytes per second over a window of several offset advances.
+        """Bytes per second over a window of several offset advances (computed once per new sample).
 
         A throttled job advances in steps (16 MiB at a time for a mirror), so the
         rate is measured from step to step, over at least ``RATE_STEPS`` advances
         and ``RATE_WINDOW`` seconds; between steps it holds, and it only decays
         once the job has stood still longer than the window it was measured over.
         """
+        s = self.samples
+        key = (id(s), len(s), s[-1] if s else None, self.lost, self.speed)
+        if key != self._rate_key:
+            self._rate_key = key
+            self._rate = self._compute_rate()
+        return self._rate
+
+    def _compute_rate(self) -> float:
         if len(self.samples) < 2 or self.lost:
             return 0.0
         steps = self._steps()
@@ -406,16 +416,26 @@ class JobTracker:
             if info.get("error") and job.error is None:
                 job.error = info["error"]
             last = job.samples[-1] if job.samples else None
-            if last is None or last[1] != job.offset or now - last[0] > 0.5:
+            rate = job.rate
+            # standing still: a sample every half second lets the rate of a stalled job decay; a
+            # paused one keeps the rate it ran at (and its card does not change until it moves)
+            if last is None or last[1] != job.offset or (now - last[0] > 0.5 and not job.is_paused):
                 job.samples.append((now, job.offset))
+            shown = False  # something a card shows besides the fields in `before` changed
             if job.needs_convergence and not job.ready and job.outcome is None:
                 job.remaining_samples.append((now, job.offset, job.length))
+                shown = True  # the convergence trend
             if job.active:
-                job.rate_history.append(job.rate)
+                new_rate = job.rate
+                # the sparkline moves while the job moves or its rate (as shown) changes; a paused
+                # or stalled job whose card would look the same costs nothing
+                if job.offset != before[0] or human_size(new_rate) != human_size(rate):
+                    job.rate_history.append(new_rate)
+                    shown = True
             after = (job.offset, job.length, job.status, job.speed, job.paused, job.io_status, job.ready)
             if after[2:] != before[2:]:
                 self.last_poll_urgent = True
-            if after != before or job.active:
+            if after != before or shown:
                 job._touch()
                 changed.append(job)
         for info in jobs or []:

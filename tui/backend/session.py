@@ -199,12 +199,12 @@ class QemuSession:
         return await query_drives(self, cache)
 
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        """query-block-jobs every time; query-jobs (concluded jobs, vanished ones) once a second is
-        enough, or when the number of jobs changed."""
+        """query-block-jobs every time; query-jobs (concluded jobs, vanished ones, jobs that are
+        not block jobs) only when asked or when the job counts disagree."""
         block_jobs = await self.execute("query-block-jobs")
         self._polls += 1
         jobs = None
-        if full or self._polls % 5 == 1 or len(block_jobs) != open_jobs:
+        if full or len(block_jobs) != open_jobs:
             jobs = await self.execute("query-jobs")
         return block_jobs, jobs
 

@@ -101,7 +101,7 @@ class MainScreen(Screen[None]):
             if isinstance(screen, PlanDialog) and screen.is_mounted:
                 screen.revalidate()  # the plan is re-built from the chain as QEMU has it now
 
-    PROGRESS_INTERVAL = 0.5  # progress is redrawn at most this often (state changes at once)
+    PROGRESS_INTERVAL = 0.15  # progress is redrawn at most this often (state changes at once): every 0.2 s poll tick
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         now = time.monotonic()
@@ -183,13 +183,17 @@ class MainScreen(Screen[None]):
         drive = message.graph.drive
         details = self.query_one("#details", Static)
         box = self.query_one("#chain-box")
+        # one fixed-height line: no layout pass for it
         if drive is None or img is None:
-            details.update("")
-            box.border_title = "Chain"
+            details.update("", layout=False)
+            if box.border_title != "Chain":
+                box.border_title = "Chain"
             return
-        box.border_title = f"Chain of {drive.name} on {drive.session} · {len(drive.images)} images"
+        title = f"Chain of {drive.name} on {drive.session} · {len(drive.images)} images"
+        if box.border_title != title:
+            box.border_title = title
         backing = f" · backing file: {img.backing_file}" if img.backing_file else " · no backing file"
-        details.update(f"[b]{escape(img.filename)}[/b]{escape(backing)}")
+        details.update(f"[b]{escape(img.filename)}[/b]{escape(backing)}", layout=False)
 
     # -- helpers ---------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

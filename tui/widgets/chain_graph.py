@@ -68,6 +68,7 @@ class ChainGraph(ScrollView, can_focus=True):
         self.drive: Drive | None = None
         self.empty_text = "No drive: connect to a QEMU, or pick a drive on the left."
         self._cache: dict[tuple[int, int, bool, int], Strip] = {}
+        self._frame: tuple[int, Style] | None = None
 
     # -- data ------------------------------------------------------------
     def set_drive(self, drive: Drive | None) -> None:
@@ -95,7 +96,14 @@ class ChainGraph(ScrollView, can_focus=True):
             self.set_reactive(ChainGraph.cursor, index)
             self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
-        self.post_message(self.Highlighted(self, self.highlighted))
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell the screen straight away (not through every container in between)."""
+        message = self.Highlighted(self, self.highlighted)
+        message.bubble = False
+        target = self.screen if self.is_attached else self
+        target.post_message(message)
 
     @property
     def highlighted(self) -> Image | None:
@@ -116,7 +124,7 @@ class ChainGraph(ScrollView, can_focus=True):
         self._invalidate(index)
         self._scroll_to_cursor()
         self.refresh()
-        self.post_message(self.Highlighted(self, self.highlighted))
+        self._announce()
 
     def _invalidate(self, index: int) -> None:
         for key in [k for k in self._cache if k[0] == index]:
@@ -166,11 +174,27 @@ class ChainGraph(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width or self.size.width or 60
         return max(24, min(MAX_BOX, width - 3))
 
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):  # type: ignore[no-untyped-def, override]
+        self._frame = None
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def notify_style_update(self) -> None:
+        self._frame = None
+        if hasattr(self, "_cache"):
+            self._cache.clear()
+        super().notify_style_update()
+
+    def _frame_info(self) -> tuple[int, Style]:
+        """The content width and base style, looked up once per repaint instead of once per line."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = (self.scrollable_content_region.width, self.rich_style)
+        return frame
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         line = y + scroll_y
-        width = self.scrollable_content_region.width
-        base_style = self.rich_style
+        width, base_style = self._frame_info()
         drive = self.drive
         if drive is None or not drive.images:
             if y == 1:
