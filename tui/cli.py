@@ -13,7 +13,7 @@ from . import __version__
 from .backend.errors import ChainTuiError
 from .backend.hub import Hub
 from .backend.jobs import Job
-from .backend.ops import human_duration, human_size
+from .backend.fmt import human_size
 
 USAGE = """\
 chaintui --demo                 make a temporary 4-image chain, start QEMU on it, open the UI

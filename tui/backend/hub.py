@@ -22,7 +22,7 @@ from .backend import Backend, open_backends
 from .chain import Drive, JobTarget, NodeInfoCache, graph_signature
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
-from .ops import Plan, Step, make_id, make_node_name
+from .plan import Plan, Step, make_id, make_node_name
 from .session import SessionState
 from .state import OwnedJobs
 

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ops import human_size
+from .fmt import human_size
 
 # QEMU's job states (JobStatus in qapi/job.json) in which a job still holds nodes.
 ACTIVE_STATES = frozenset({"created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting"})

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ops import make_node_name
+from .plan import make_node_name
 
 MiB = 1 << 20
 REQUIRED_TOOLS = ("qemu-img", "qemu-io", "qemu-storage-daemon")

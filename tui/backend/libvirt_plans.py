@@ -17,7 +17,7 @@ from . import ops
 from .chain import Drive
 from .errors import ValidationError
 from .jobs import Job
-from .ops import Plan, Step
+from .plan import Plan, Step
 
 if TYPE_CHECKING:
     from .libvirt_session import LibvirtSession

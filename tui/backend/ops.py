@@ -11,135 +11,17 @@ exact QMP commands it will send; :meth:`Hub.run_plan` sends them.
 from __future__ import annotations
 
 import os
-import re
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from .chain import Drive, Image, Leftover, chain_notation
 from .errors import ValidationError
+from .fmt import human_size, parse_speed
+from .plan import Plan, Step
+from .targets import bytes_to_write, check_space, inspect_existing, resolve_target, suffix_note
 
 FORMATS = ("qcow2", "raw")
 SYNC_MODES = ("top", "full")
 MIRROR_MODES = ("absolute-paths", "existing")
-MAX_SPEED = 1 << 50  # 1 PiB/s: anything above is a typo
-PATH_MAX = 4095
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?(?:/s)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def parse_speed(text: str | int | None) -> int:
-    """``""``/``0`` = unlimited; ``10M``, ``512K``, ``1.5G``, ``1048576`` (bytes/s)."""
-    if text is None:
-        return 0
-    if isinstance(text, int):
-        value = text
-    else:
-        raw = text.strip()
-        if raw in ("", "0", "unlimited", "none"):
-            return 0
-        if raw.startswith("-"):
-            raise ValidationError(f"Speed limit must not be negative: {raw!r}", "speed")
-        m = _SIZE.match(raw)
-        if not m:
-            raise ValidationError(
-                f"Speed limit {raw!r} is not a number of bytes per second (e.g. 10M, 512K, 0 = unlimited)",
-                "speed",
-            )
-        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if value < 0:
-        raise ValidationError(f"Speed limit must not be negative: {value}", "speed")
-    if value > MAX_SPEED:
-        raise ValidationError(f"Speed limit {text} is absurdly high (max 1P per second; 0 = unlimited)", "speed")
-    return value
-
-
-def human_size(n: float | int | None) -> str:
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            if unit == "B":
-                return f"{int(n)} B"
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def clock_text(when: float) -> str:
-    """A wall-clock time of day, as the event log and the traffic view show it."""
-    return time.strftime("%H:%M:%S", time.localtime(when))
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-@dataclass
-class Step:
-    """One command in the backend's language, and what it does to the job model.
-
-    The hub runs steps and never parses them: what it must know is written here.
-    """
-
-    command: str
-    arguments: dict[str, Any]
-    note: str = ""
-    starts_job: str | None = None  # job id when this step starts a job
-    wait_for_job: str | None = None  # wait for this job to end before the step
-    job_type: str | None = None  # stream, commit, mirror: the job it starts
-    ends_ready: bool = False  # the job it starts goes ready and waits for finish or cancel (active commit, mirror)
-    creates_target: bool = False  # the job writes a new file chaintui asked for (not a reused one)
-    changes_chain: bool = False  # the chain is different afterwards (re-read before the next step)
-    explain: dict[str, str] = field(default_factory=dict)  # error class -> what it means for the operator
-    text: str = ""  # how the operator reads it in the preview ("" = the QMP command as JSON)
-
-    def preview(self) -> str:
-        import json
-
-        if self.text:
-            return self.text
-        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, ensure_ascii=False)
-
-
-@dataclass
-class Plan:
-    kind: str  # stream, commit, mirror, snapshot, copy
-    session: str
-    drive: str
-    title: str
-    before: str
-    after: str
-    moves: list[str]  # what data moves where, one sentence each
-    steps: list[Step]
-    warnings: list[str] = field(default_factory=list)
-    target: str | None = None
-    override: list[str] = field(default_factory=list)  # images a commit changes, accepted by the operator
-
-    @property
-    def job_ids(self) -> list[str]:
-        return [s.starts_job for s in self.steps if s.starts_job]
-
-    def preview(self) -> str:
-        """Every command the plan sends, as the dialog shows it (QMP, or a libvirt call and its virsh line)."""
-        return "\n".join(s.preview() for s in self.steps)
-
-    def qmp_json(self) -> str:
-        import json
-
-        return "\n".join(
-            json.dumps({"execute": s.command, "arguments": s.arguments}, indent=None, ensure_ascii=False)
-            for s in self.steps
-        )
 
 
 # -- helpers ---------------------------------------------------------------
@@ -210,134 +92,6 @@ def _raw_note(drive: Drive, fmt: str | None = None) -> list[str]:
                      "(thin provisioning depends on the file system).")
     return notes
 
-
-RAW_SUFFIXES = (".raw", ".img")
-
-
-def _suffix_note(full: str, fmt: str) -> list[str]:
-    """A target named like a raw image but written as qcow2 (or the other way round) misleads later readers."""
-    suffix = os.path.splitext(full)[1].lower()
-    if fmt == "qcow2" and suffix in RAW_SUFFIXES:
-        return [f"The target name ends in {suffix} but the format is qcow2: choose format raw, or name it .qcow2."]
-    if fmt == "raw" and suffix == ".qcow2":
-        return ["The target name ends in .qcow2 but the format is raw: choose format qcow2, or name it .raw."]
-    return []
-
-
-def format_for_target(path: str) -> str | None:
-    """The format a target's file name asks for (``.raw``/``.img``: raw, ``.qcow2``: qcow2), if any."""
-    suffix = os.path.splitext(str(path).strip())[1].lower()
-    return "raw" if suffix in RAW_SUFFIXES else "qcow2" if suffix == ".qcow2" else None
-
-
-def resolve_target(
-    path: str, drive: Drive | None = None, *, existing: bool = False, in_use: dict[str, str] | None = None,
-    here: bool = True,
-) -> str:
-    """Check a target path before QEMU sees it; returns the absolute path.
-
-    ``here`` False: the file is on another host (a remote libvirt); only what can be
-    known without its file system is checked."""
-    if path is None or not str(path).strip():
-        raise ValidationError("Target path is empty", "target")
-    path = str(path)
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
-        raise ValidationError("Target path contains a control character (e.g. a newline); choose another name", "target")
-    if any("\udc80" <= ch <= "\udcff" for ch in path):
-        raise ValidationError("Target path is not valid UTF-8; QMP can only carry UTF-8 file names", "target")
-    if not here and not os.path.isabs(path):
-        raise ValidationError(f"Target {path} is on another host: give an absolute path", "target")
-    full = os.path.abspath(os.path.expanduser(path))
-    if len(full.encode("utf-8", "surrogateescape")) > PATH_MAX:
-        raise ValidationError(f"Target path is too long ({len(full)} characters; the limit is {PATH_MAX})", "target")
-    if any(len(part.encode()) > 255 for part in full.split(os.sep)):
-        raise ValidationError("A component of the target path is longer than 255 bytes", "target")
-    directory = os.path.dirname(full)
-    if not here:
-        return _not_in_chain(full, drive)
-    if not os.path.isdir(directory):
-        raise ValidationError(f"Target directory {directory} does not exist", "target")
-    if os.path.isdir(full):
-        raise ValidationError(f"Target {full} is a directory; give a file name", "target")
-    if drive is not None:
-        real = os.path.realpath(full)
-        _not_in_chain(real, drive)
-        who = (in_use or {}).get(real)
-        if who is not None:
-            raise ValidationError(f"Target {full} is in use by {who}; pick a new file", "target")
-    if existing:
-        if not os.path.isfile(full):
-            raise ValidationError(f"Target {full} does not exist (\"reuse existing\" needs an existing image)", "target")
-    else:
-        if os.path.lexists(full):
-            raise ValidationError(
-                f"Target {full} already exists; choose another name or \"reuse existing\"", "target"
-            )
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ValidationError(f"Target directory {directory} is not writable", "target")
-    return full
-
-
-def _not_in_chain(full: str, drive: Drive | None) -> str:
-    for img in drive.images if drive is not None else []:
-        if img.filename.startswith("json:"):
-            continue
-        if os.path.realpath(img.filename) == full or img.filename == full:
-            what = "the active image" if img is drive.active else "an image of its backing chain"
-            raise ValidationError(f"Target {full} is {what} ({img.label}); pick a new file", "target")
-    return full
-
-
-IMAGE_SUFFIXES = (".qcow2", ".qcow", ".raw", ".img", ".qed", ".vmdk", ".vdi", ".vhd", ".vhdx", ".iso")
-TIGHT = 0.9  # a job that would use more than this share of the free space gets a warning
-
-
-def bytes_to_write(drive: Drive, sync: str, fmt: str) -> int:
-    """What a mirror or copy will write at most: a raw target gets the full virtual size,
-    ``sync: full`` the allocated data of the whole chain, ``sync: top`` the active image's."""
-    if fmt == "raw":
-        return drive.active.virtual_size
-    images = drive.images if sync == "full" else [drive.active]
-    return sum(img.actual_size or img.virtual_size for img in images)
-
-
-def check_space(full: str, needed: int) -> str | None:
-    """ValidationError when the target's file system cannot hold ``needed`` bytes; a warning when tight."""
-    try:
-        st = os.statvfs(os.path.dirname(full))
-    except OSError:
-        return None
-    free = st.f_bavail * st.f_frsize
-    if needed > free:
-        raise ValidationError(
-            f"Not enough space in {os.path.dirname(full)}: the job writes up to {human_size(needed)}, "
-            f"{human_size(free)} is free",
-            "target",
-        )
-    if needed > free * TIGHT:
-        return (f"Tight on space: the job writes up to {human_size(needed)} of the {human_size(free)} free in "
-                f"{os.path.dirname(full)}; guest writes during the job need more")
-    return None
-
-
-def inspect_existing(full: str, fmt: str, drive: Drive) -> None:
-    """``mode: existing``: the image must be of the chosen format and the drive's virtual size."""
-    import json
-    import subprocess
-
-    proc = subprocess.run(["qemu-img", "info", "-U", "--output=json", full], capture_output=True, text=True)
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or ["unreadable"])[-1]
-        raise ValidationError(f"Target {full} is not a disk image QEMU can open: {why}", "target")
-    info = json.loads(proc.stdout)
-    if info.get("format") != fmt:
-        raise ValidationError(f"Target {full} is {info.get('format')}, not {fmt}: choose format {info.get('format')} "
-                              "or another image", "target")
-    size = int(info.get("virtual-size", 0))
-    if size != drive.active.virtual_size:
-        raise ValidationError(
-            f"Target {full} is {human_size(size)}, the drive is {human_size(drive.active.virtual_size)}: "
-            "a reused image must have the same virtual size", "target")
 
 
 def _format(fmt: str | None, allowed: tuple[str, ...] = FORMATS) -> str:
@@ -557,7 +311,7 @@ def plan_mirror(
         ],
         steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id, job_type="mirror", ends_ready=True,
                     creates_target=mode != "existing")],
-        warnings=_raw_note(drive, fmt) + _suffix_note(full, fmt) + ([space_note] if space_note else []),
+        warnings=_raw_note(drive, fmt) + suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
     )
 
@@ -677,47 +431,3 @@ def plan_close_leftover(drive: Drive, leftover: Leftover, address: str) -> Plan:
     )
 
 
-_ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def make_id(prefix: str, drive: str, taken: set[str]) -> str:
-    """A readable, unused QEMU id: ``stream-drive0-1``."""
-    base = _ID_SAFE.sub("_", f"{prefix}-{drive.lstrip('#')}")
-    if not base[0].isalpha():
-        base = "j" + base
-    n = 1
-    while f"{base}-{n}" in taken:
-        n += 1
-    return f"{base}-{n}"[:120]
-
-
-def make_node_name(target: str, taken: set[str]) -> str:
-    """A valid node name from a file name: letters first, 31 characters at most."""
-    stem = os.path.splitext(os.path.basename(target))[0]
-    base = _ID_SAFE.sub("_", stem)[:24] or "snap"
-    if not base[0].isalpha():
-        base = "n" + base
-    base = base[:24]
-    if base not in taken:
-        return base
-    n = 1
-    while f"{base}-{n}" in taken:
-        n += 1
-    return f"{base}-{n}"
-
-
-_SUGGESTED = re.compile(r"(-(mirror|copy|snap)(-\d+)?)+$")
-
-
-def suggest_target(drive: Drive, suffix: str, ext: str = "qcow2") -> str:
-    """An unused file name next to the active image: ``D-mirror.qcow2``, ``D-mirror-2.qcow2``..."""
-    active = drive.active.filename
-    directory = os.path.dirname(active) if not active.startswith("json:") else os.getcwd()
-    stem = os.path.splitext(os.path.basename(active))[0] if not active.startswith("json:") else drive.name
-    stem = _SUGGESTED.sub("", stem) or stem  # D-mirror.qcow2 suggests D-mirror-2, never D-mirror-mirror
-    candidate = os.path.join(directory, f"{stem}-{suffix}.{ext}")
-    n = 2
-    while os.path.lexists(candidate):
-        candidate = os.path.join(directory, f"{stem}-{suffix}-{n}.{ext}")
-        n += 1
-    return candidate

@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import ValidationError
 from .jobs import Job
-from .ops import Step
+from .plan import Step
 
 
 def _step(command: str, arguments: dict[str, Any], **kw: Any) -> Step:

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ..backend.ops import human_size
+from ..backend.fmt import human_size
 from ..backend.usage import drive_keys
 from ..messages import DrivesUpdated, UsageUpdated
 from ..widgets.image_tree import ImageTree

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 
-from ..backend import ops
+from ..backend import ops, plan as plans, targets
 from ..backend.chain import Drive
 from ..backend.errors import ValidationError
 from ..backend.jobs import Job
@@ -264,7 +264,7 @@ class MainScreen(Screen[None]):
         if drive is not None:
             dialog.chain_now = lambda: self._labels_now(drive)
 
-        def done(plan: ops.Plan | None) -> None:
+        def done(plan: plans.Plan | None) -> None:
             if plan is not None:
                 self.chain_app.launch(plan)
 
@@ -347,7 +347,7 @@ class MainScreen(Screen[None]):
         # the default format follows the source: a raw disk stays raw
         default = drive.active.format if drive.active.format in formats else formats[0]
         ext = "raw" if default == "raw" else "qcow2"
-        target = PathInput(value=ops.suggest_target(drive, suffix, ext), placeholder="/path/to/new-image.qcow2")
+        target = PathInput(value=targets.suggest_target(drive, suffix, ext), placeholder="/path/to/new-image.qcow2")
         labels = {
             "qcow2": "qcow2: thin, can have a backing file",
             "raw": "raw: no backing file, thin only where the file system supports it",
@@ -426,7 +426,7 @@ class MainScreen(Screen[None]):
         if drive is None:
             return
         hub = self.chain_app.hub
-        target = PathInput(value=ops.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
+        target = PathInput(value=targets.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
         in_use = hub.files_in_use(except_drive=drive)
         self._open(
             PlanDialog(

@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..backend.ops import human_size
+from ..backend.fmt import human_size
 from ..backend.usage import GraphNode, ImageGraph
 
 

@@ -1,0 +1,97 @@
+"""What an operation is: a :class:`Plan` of :class:`Step` objects, and the names it gives QEMU.
+
+Plans are built per backend (:mod:`tui.backend.ops` for QMP, :mod:`tui.backend.libvirt_plans`
+for libvirt) and run by :meth:`tui.backend.hub.Hub.run_plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Step:
+    """One command in the backend's language, and what it does to the job model.
+
+    The hub runs steps and never parses them: what it must know is written here.
+    """
+
+    command: str
+    arguments: dict[str, Any]
+    note: str = ""
+    starts_job: str | None = None  # job id when this step starts a job
+    wait_for_job: str | None = None  # wait for this job to end before the step
+    job_type: str | None = None  # stream, commit, mirror: the job it starts
+    ends_ready: bool = False  # the job it starts goes ready and waits for finish or cancel (active commit, mirror)
+    creates_target: bool = False  # the job writes a new file chaintui asked for (not a reused one)
+    changes_chain: bool = False  # the chain is different afterwards (re-read before the next step)
+    explain: dict[str, str] = field(default_factory=dict)  # error class -> what it means for the operator
+    text: str = ""  # how the operator reads it in the preview ("" = the QMP command as JSON)
+
+    def preview(self) -> str:
+        if self.text:
+            return self.text
+        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, ensure_ascii=False)
+
+
+@dataclass
+class Plan:
+    kind: str  # stream, commit, mirror, snapshot, copy
+    session: str
+    drive: str
+    title: str
+    before: str
+    after: str
+    moves: list[str]  # what data moves where, one sentence each
+    steps: list[Step]
+    warnings: list[str] = field(default_factory=list)
+    target: str | None = None
+    override: list[str] = field(default_factory=list)  # images a commit changes, accepted by the operator
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [s.starts_job for s in self.steps if s.starts_job]
+
+    def preview(self) -> str:
+        """Every command the plan sends, as the dialog shows it (QMP, or a libvirt call and its virsh line)."""
+        return "\n".join(s.preview() for s in self.steps)
+
+    def qmp_json(self) -> str:
+        return "\n".join(
+            json.dumps({"execute": s.command, "arguments": s.arguments}, indent=None, ensure_ascii=False)
+            for s in self.steps
+        )
+
+
+_ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def make_id(prefix: str, drive: str, taken: set[str]) -> str:
+    """A readable, unused QEMU id: ``stream-drive0-1``."""
+    base = _ID_SAFE.sub("_", f"{prefix}-{drive.lstrip('#')}")
+    if not base[0].isalpha():
+        base = "j" + base
+    n = 1
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"[:120]
+
+
+def make_node_name(target: str, taken: set[str]) -> str:
+    """A valid node name from a file name: letters first, 31 characters at most."""
+    stem = os.path.splitext(os.path.basename(target))[0]
+    base = _ID_SAFE.sub("_", stem)[:24] or "snap"
+    if not base[0].isalpha():
+        base = "n" + base
+    base = base[:24]
+    if base not in taken:
+        return base
+    n = 1
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
