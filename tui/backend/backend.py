@@ -126,6 +126,11 @@ class Backend(Protocol):
         """The drives with their chains now (and nodes jobs write to outside any chain)."""
         ...
 
+    async def read_structure(self) -> tuple[Any, ...] | None:
+        """The structure of what :meth:`read_drives` reads, cheap to compare (changed by another
+        client?); None when the backend cannot tell (the hub then relies on events)."""
+        ...
+
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """Progress as ``query-block-jobs`` entries, and ``query-jobs`` entries when asked
         (``None``: the backend cannot list ended jobs; their end comes as an event)."""

@@ -1,6 +1,6 @@
 """The chain model: every drive's backing chain, built from QEMU's own view.
 
-QEMU is asked for ``x-debug-query-block-graph`` (nodes and edges, including
+:mod:`tui.backend.qmp_read` asks QEMU for ``x-debug-query-block-graph`` (nodes and edges, including
 block-job nodes and filters), ``query-named-block-nodes`` (sizes, files,
 formats), ``query-block`` (device names, qemu-system) and
 ``query-block-exports`` (NBD exports, qemu-storage-daemon).  The functions
@@ -107,10 +107,6 @@ class Drive:
 
     def notation(self) -> str:
         return chain_notation(img.label for img in self.images)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.jobs)
 
     @property
     def detached(self) -> bool:
@@ -405,37 +401,15 @@ class NodeInfoCache:
         self.sketched = True
         return True
 
-    async def get(self, session: Any, names: set[str], now: float) -> list[dict[str, Any]]:
-        if len(names) <= BIG_GRAPH or not names <= self.entries.keys() or now - self.at > NODE_INFO_MAX_AGE:
-            named = await session.execute("query-named-block-nodes", {"flat": True})
-            self.queries += 1
-            self.entries = {n["node-name"]: n for n in named if n.get("node-name")}
-            self.at = now
-            return named
+    def wants_query(self, names: set[str], now: float) -> bool:
+        """Ask QEMU again (small graph, new nodes, or details older than NODE_INFO_MAX_AGE)."""
+        return len(names) <= BIG_GRAPH or not names <= self.entries.keys() or now - self.at > NODE_INFO_MAX_AGE
+
+    def store(self, named: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        self.queries += 1
+        self.entries = {n["node-name"]: n for n in named if n.get("node-name")}
+        self.at = now
+        return named
+
+    def cached(self, names: set[str]) -> list[dict[str, Any]]:
         return [self.entries[n] for n in names]
-
-
-async def query_drives(
-    session: Any, cache: NodeInfoCache | None = None
-) -> tuple[list[Drive], list[JobTarget]]:
-    """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
-
-    With a cache, a big graph seen for the first time comes back as a sketch (images
-    with ``partial`` set); ask again for the details.
-    """
-    import time
-
-    graph = await session.execute("x-debug-query-block-graph")
-    if cache is not None:
-        cache.signature = graph_signature(graph)
-    if cache is None:
-        named = await session.execute("query-named-block-nodes", {"flat": True})
-    else:
-        names = {n["name"] for n in graph.get("nodes", []) if n.get("type") == "block-driver" and n.get("name")}
-        named = [] if cache.sketch_first(names, graph) else await cache.get(session, names, time.monotonic())
-    block = await session.execute("query-block")
-    try:
-        exports = await session.execute("query-block-exports")
-    except Exception:  # noqa: BLE001 - older QEMU without exports
-        exports = []
-    return build_drives(session.name, graph, named, block, exports)

@@ -19,7 +19,7 @@ from typing import Any
 
 from .audit import AuditLog
 from .backend import Backend, open_backends
-from .chain import Drive, JobTarget, NodeInfoCache, graph_signature
+from .chain import Drive, JobTarget, NodeInfoCache
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .jobs import ENDED_STATES, Job, JobTracker
 from .plan import Plan, Step, make_id, make_node_name
@@ -407,10 +407,10 @@ class Hub:
         if sess is None or cache is None or cache.signature is None:
             return False
         started = time.perf_counter()
-        graph = await sess.execute("x-debug-query-block-graph")
+        signature = await sess.read_structure()
         self.structure_checks += 1
         self.last_check_ms[session] = (time.perf_counter() - started) * 1000
-        if graph_signature(graph) == cache.signature:
+        if signature is None or signature == cache.signature:
             return False
         self.schedule_refresh(session)
         return True
@@ -578,17 +578,14 @@ class Hub:
                 job.type = step.job_type or job.type
                 # a mirror target chaintui created (not a reused file): offered for deletion if cancelled early
                 job.created_target = step.creates_target and plan.kind == "mirror"
-                job.speed = int(step.arguments.get("speed", 0))
+                job.speed = step.speed
                 job.active_commit = step.job_type == "commit" and step.ends_ready
                 job.launching = True
             try:
                 await self.execute(plan.session, step.command, step.arguments, drive=plan.drive, job=step.starts_job)
             except ChainTuiError as exc:
-                if step.command == "blockdev-del" and i > 0 and isinstance(exc, QMPCommandError) and (
-                    "Failed to find node" in exc.desc
-                ):
-                    # a node opened inside its parent's options: QEMU closed it with the parent
-                    self.note(f"{step.arguments.get('node-name')} was closed with its parent", plan.session)
+                if step.done_already and isinstance(exc, QMPCommandError) and step.done_already[0] in exc.desc:
+                    self.note(step.done_already[1], plan.session)
                     continue
                 if step.starts_job:
                     # QEMU refused the job (or created it and failed it at once): a failed card says why

@@ -9,21 +9,27 @@ the temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from .plan import make_node_name
 
+T = TypeVar("T")
 MiB = 1 << 20
 REQUIRED_TOOLS = ("qemu-img", "qemu-io", "qemu-storage-daemon")
 DEBIAN_PACKAGES = "qemu-utils qemu-system-x86"
@@ -101,8 +107,8 @@ class LabQemu:
         """Ask QEMU to quit (closing its images cleanly), kill it if it will not."""
         if self.alive:
             try:
-                _qmp_oneshot(self.ctl, "quit")
-            except OSError:
+                _on_monitor(self.ctl, _quit, timeout=5.0)
+            except (QMPError, OSError, asyncio.TimeoutError):
                 pass
             try:
                 self.proc.wait(timeout)
@@ -122,22 +128,32 @@ class LabQemu:
             self.proc.wait()
 
 
-def _qmp_oneshot(path: Path, command: str, timeout: float = 5.0) -> None:
-    """Send one command over a fresh QMP connection (used to quit cleanly)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        f = s.makefile("rwb")
-        f.readline()  # greeting
-        f.write(b'{"execute":"qmp_capabilities"}\n')
-        f.flush()
-        f.readline()
-        f.write(json.dumps({"execute": command}).encode() + b"\n")
-        f.flush()
+def _on_monitor(path: Path, talk: Callable[[QMPClient], Awaitable[T]], timeout: float = 10.0) -> T:
+    """Run ``talk`` on a fresh ``qemu.qmp`` connection to one of the lab's own monitors.
+
+    The lab is synchronous and may be called from inside a running event loop (an
+    async test): the conversation runs on its own loop in a short-lived thread."""
+
+    async def conversation() -> T:
+        client = QMPClient("chaintui-lab")
+        await asyncio.wait_for(client.connect(str(path)), timeout)
         try:
-            f.readline()
-        except OSError:
-            pass
+            return await asyncio.wait_for(talk(client), timeout)
+        finally:
+            try:
+                await client.disconnect()
+            except (QMPError, EOFError, OSError):
+                pass  # QEMU went away first (after quit)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, conversation()).result()
+
+
+async def _quit(client: QMPClient) -> None:
+    try:
+        await client.execute("quit")
+    except (QMPError, EOFError, OSError):
+        pass  # QEMU may close the connection before it answers
 
 
 @dataclass
@@ -376,36 +392,24 @@ class Lab:
 
     def _export_system(self, q: LabQemu) -> None:
         """qemu-system: add the NBD server and exports over QMP (a writer plays the guest)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(str(q.ctl))
-            f = s.makefile("rwb")
 
-            def cmd(execute: str, arguments: dict | None = None) -> dict:
-                msg = {"execute": execute}
-                if arguments:
-                    msg["arguments"] = arguments
-                f.write(json.dumps(msg).encode() + b"\n")
-                f.flush()
-                while True:
-                    reply = json.loads(f.readline())
-                    if "return" in reply or "error" in reply:
-                        if "error" in reply:
-                            raise LabError(f"{execute}: {reply['error'].get('desc')}")
-                        return reply["return"]
-
-            f.readline()
-            cmd("qmp_capabilities")
-            cmd("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
+        async def export(client: QMPClient) -> None:
+            await client.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
             block = {}
-            for d in cmd("query-block"):
+            for d in await client.execute("query-block"):
                 block[d["device"]] = d
                 qdev = d.get("qdev") or ""
                 if qdev.startswith("/machine/peripheral/"):
                     block[qdev.split("/")[3]] = d
             for drive in q.drives:
                 node = block[drive]["inserted"]["node-name"]
-                cmd("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive, "writable": True})
+                await client.execute("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive,
+                                                          "writable": True})
+
+        try:
+            _on_monitor(q.ctl, export)
+        except ExecuteError as exc:
+            raise LabError(f"exporting the drives of {q.qmp.stem}: {exc}") from None
 
     def close(self) -> None:
         for q in self.processes:

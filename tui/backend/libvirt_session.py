@@ -353,6 +353,9 @@ class LibvirtSession:
         return drives, []
 
     # -- Backend: progress -----------------------------------------------
+    async def read_structure(self) -> tuple[Any, ...] | None:
+        return None  # libvirt reports its own changes as events
+
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """blockJobInfo for every disk; libvirt cannot list ended jobs (their end is an event)."""
         return await self._scan_jobs(), None

@@ -162,7 +162,7 @@ def plan_stream(
         before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
-        steps=[Step("block-stream", args, "pull data into the active image", starts_job=job_id, job_type="stream")],
+        steps=[Step("block-stream", args, starts_job=job_id, job_type="stream", speed=rate)],
         warnings=_raw_note(drive),
     )
 
@@ -229,7 +229,7 @@ def plan_commit(
         before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
-        steps=[Step("block-commit", args, "write data down into the base", starts_job=job_id, job_type="commit",
+        steps=[Step("block-commit", args, starts_job=job_id, job_type="commit", speed=rate,
                     ends_ready=active)],
         warnings=warnings,
         override=list(shared or []),
@@ -309,7 +309,7 @@ def plan_mirror(
             f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
             "leaves the target a consistent copy.",
         ],
-        steps=[Step("drive-mirror", args, "start the mirror", starts_job=job_id, job_type="mirror", ends_ready=True,
+        steps=[Step("drive-mirror", args, starts_job=job_id, job_type="mirror", ends_ready=True, speed=rate,
                     creates_target=mode != "existing")],
         warnings=_raw_note(drive, fmt) + suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
@@ -338,7 +338,7 @@ def plan_snapshot(
             f"A new empty image {full} is created on top of {drive.active.label}.",
             f"The guest writes to {label} from now on; {drive.active.label} becomes read-only.",
         ],
-        steps=[Step("blockdev-snapshot-sync", args, "create and switch to the overlay", changes_chain=True)],
+        steps=[Step("blockdev-snapshot-sync", args, changes_chain=True)],
         target=full,
     )
 
@@ -395,8 +395,8 @@ def plan_copy(
             "The old chain is left as it was at the snapshot: a point-in-time copy.",
         ],
         steps=[
-            Step("blockdev-snapshot-sync", snap, "step 1: snapshot into the destination", changes_chain=True),
-            Step("block-stream", stream, "step 2: stream the chain into it", starts_job=job_id, job_type="stream"),
+            Step("blockdev-snapshot-sync", snap, changes_chain=True),
+            Step("block-stream", stream, starts_job=job_id, job_type="stream", speed=rate),
         ],
         warnings=_raw_note(drive) + ([space_note] if space_note else []),
         target=full,
@@ -427,7 +427,14 @@ def plan_close_leftover(drive: Drive, leftover: Leftover, address: str) -> Plan:
             f"The file{'s stay' if len(leftover.files) > 1 else ' stays'} on disk: {files}.",
             f"The chain of {drive.name} does not change; its images can then be snapshot or mirrored again.",
         ],
-        steps=[Step("blockdev-del", {"node-name": n}, f"close {n}") for n in leftover.deletable],
+        steps=[_close_step(n, first=i == 0) for i, n in enumerate(leftover.deletable)],
     )
 
 
+
+
+def _close_step(node: str, first: bool) -> Step:
+    """``blockdev-del`` of one node; after the first, a node opened inside its parent's
+    options may have been closed with that parent already."""
+    gone = None if first else ("Failed to find node", f"{node} was closed with its parent")
+    return Step("blockdev-del", {"node-name": node}, done_already=gone)

@@ -22,20 +22,24 @@ class Step:
 
     command: str
     arguments: dict[str, Any]
-    note: str = ""
     starts_job: str | None = None  # job id when this step starts a job
-    wait_for_job: str | None = None  # wait for this job to end before the step
     job_type: str | None = None  # stream, commit, mirror: the job it starts
     ends_ready: bool = False  # the job it starts goes ready and waits for finish or cancel (active commit, mirror)
     creates_target: bool = False  # the job writes a new file chaintui asked for (not a reused one)
+    speed: int = 0  # the speed limit the job it starts begins with (bytes/s, 0 = none)
     changes_chain: bool = False  # the chain is different afterwards (re-read before the next step)
     explain: dict[str, str] = field(default_factory=dict)  # error class -> what it means for the operator
+    # (text in the error, what to log instead): the error means the step's work was done already
+    # (a node closed along with its parent), not that it failed
+    done_already: tuple[str, str] | None = None
     text: str = ""  # how the operator reads it in the preview ("" = the QMP command as JSON)
 
+    def json(self) -> str:
+        """The command as a QMP message, as sent (text as typed, not ``\\u`` escapes)."""
+        return json.dumps({"execute": self.command, "arguments": self.arguments}, ensure_ascii=False)
+
     def preview(self) -> str:
-        if self.text:
-            return self.text
-        return "QMP " + json.dumps({"execute": self.command, "arguments": self.arguments}, ensure_ascii=False)
+        return self.text or "QMP " + self.json()
 
 
 @dataclass
@@ -61,10 +65,7 @@ class Plan:
         return "\n".join(s.preview() for s in self.steps)
 
     def qmp_json(self) -> str:
-        return "\n".join(
-            json.dumps({"execute": s.command, "arguments": s.arguments}, indent=None, ensure_ascii=False)
-            for s in self.steps
-        )
+        return "\n".join(s.json() for s in self.steps)
 
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
