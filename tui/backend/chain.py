@@ -42,11 +42,15 @@ class Image:
     partial: bool = False  # only the structure is known yet; details are being read
 
     @property
+    def pseudo(self) -> bool:
+        """Its file name is a ``json:{...}`` pseudo name (see :func:`is_pseudo`)."""
+        return is_pseudo(self.filename)
+
+    @property
     def label(self) -> str:
-        name = self.filename
-        if name.startswith("json:"):
+        if self.pseudo:
             return self.node_name
-        return os.path.basename(name) or name
+        return os.path.basename(self.filename) or self.filename
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,15 @@ class Drive:
         return not self.has_device and self.export is None and self.name == self.device
 
 
+def is_pseudo(filename: str) -> bool:
+    """QEMU's ``json:{...}`` pseudo file name for an image opened with explicit options:
+    no file to point at, compare with or record as a backing file."""
+    return filename.startswith("json:")
+
+
 def _label(info: dict[str, Any], node: str) -> str:
     name = info.get(node, {}).get("file", "") or node
-    return node if name.startswith("json:") else os.path.basename(name)
+    return node if is_pseudo(name) else os.path.basename(name)
 
 
 def chain_notation(labels: Any) -> str:
@@ -213,12 +223,12 @@ def build_drives(
             entry = info.get(name, {})
             image = entry.get("image", {})
             filename = entry.get("file") or image.get("filename", name)
-            if filename.startswith("json:"):
+            if is_pseudo(filename):
                 # opened with explicit options (-blockdev): the protocol child knows the file
                 proto = child(cur, "file")
                 if proto is not None:
                     proto_file = info.get(nodes[proto]["name"], {}).get("file", "")
-                    if proto_file and not proto_file.startswith("json:"):
+                    if proto_file and not is_pseudo(proto_file):
                         filename = proto_file
             images.append(
                 Image(

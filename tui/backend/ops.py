@@ -34,7 +34,7 @@ def backing_string(base: Image, overlay: Image) -> str | None:
     as a relative path, the new one is relative too (from the overlay's
     directory, ``../`` included); an absolute one stays absolute.
     """
-    if base.filename.startswith("json:") or overlay.filename.startswith("json:"):
+    if base.pseudo or overlay.pseudo:
         return None
     recorded = overlay.backing_file
     if recorded is not None and os.path.isabs(recorded):

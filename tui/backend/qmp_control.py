@@ -18,7 +18,7 @@ class QmpControl:
 
     def cancel(self, job: Job, force: bool) -> Step:
         args: dict[str, Any] = {"device": job.id}
-        if force or job.user_paused or job.paused and job.io_status != "ok":
+        if force or job.user_paused or job.stopped_on_error:
             args["force"] = True
         return _step("block-job-cancel", args)
 

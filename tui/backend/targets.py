@@ -85,7 +85,7 @@ def resolve_target(
 def _not_in_chain(full: str, drive: Drive | None, shown: str | None = None) -> str:
     """``full`` (a real path) is no image of ``drive``'s chain; errors name ``shown``, the path as typed."""
     for img in drive.images if drive is not None else []:
-        if img.filename.startswith("json:"):
+        if img.pseudo:
             continue
         if os.path.realpath(img.filename) == full or img.filename == full:
             what = "the active image" if img is drive.active else "an image of its backing chain"
@@ -149,8 +149,8 @@ _SUGGESTED = re.compile(r"(-(mirror|copy|snap)(-\d+)?)+$")
 def suggest_target(drive: Drive, suffix: str, ext: str = "qcow2") -> str:
     """An unused file name next to the active image: ``D-mirror.qcow2``, ``D-mirror-2.qcow2``..."""
     active = drive.active.filename
-    directory = os.path.dirname(active) if not active.startswith("json:") else os.getcwd()
-    stem = os.path.splitext(os.path.basename(active))[0] if not active.startswith("json:") else drive.name
+    directory = os.getcwd() if drive.active.pseudo else os.path.dirname(active)
+    stem = drive.name if drive.active.pseudo else os.path.splitext(os.path.basename(active))[0]
     stem = _SUGGESTED.sub("", stem) or stem  # D-mirror.qcow2 suggests D-mirror-2, never D-mirror-mirror
     candidate = os.path.join(directory, f"{stem}-{suffix}.{ext}")
     n = 2

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .chain import Drive, Image, JobTarget
+from .chain import Drive, Image, JobTarget, is_pseudo
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -91,7 +91,7 @@ def _qemu_img_info(path: str) -> DiskImage | None:
         return None
     backing = info.get("full-backing-filename") or info.get("backing-filename")
     real_backing = None
-    if backing and not backing.startswith("json:") and "://" not in backing:
+    if backing and not is_pseudo(backing) and "://" not in backing:
         if not os.path.isabs(backing):
             backing = os.path.join(os.path.dirname(path), backing)
         real_backing = os.path.realpath(backing)
@@ -256,7 +256,7 @@ class GraphNode:
 
 
 def image_key(session: str, img: Image) -> str:
-    if img.partial or img.filename.startswith("json:") or "://" in img.filename or not img.filename.startswith("/"):
+    if img.partial or img.pseudo or "://" in img.filename or not img.filename.startswith("/"):
         return f"{session}:{img.node_name}"
     return os.path.realpath(img.filename)
 
