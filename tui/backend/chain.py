@@ -145,30 +145,92 @@ class JobTarget:
     format: str
 
 
-def build_drives(
-    session: str,
-    graph: dict[str, Any],
-    named_nodes: list[dict[str, Any]],
-    block: list[dict[str, Any]] | None = None,
-    exports: list[dict[str, Any]] | None = None,
-) -> tuple[list[Drive], list[JobTarget]]:
-    """Turn QEMU's answers into drives (and the targets jobs write to)."""
-    info = {n["node-name"]: n for n in named_nodes if n.get("node-name")}
-    nodes = {n["id"]: n for n in graph.get("nodes", [])}
-    children: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    parents: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for e in graph.get("edges", []):
-        children[e["parent"]].append((e["name"], e["child"]))
-        parents[e["child"]].append((e["name"], e["parent"]))
+class _Graph:
+    """QEMU's block graph indexed for walking: nodes by id, edges both ways, node details by name."""
 
-    held_by: dict[int, str] = {}
-    for nid, node in nodes.items():
-        if node["type"] == "block-job":
-            for _, child in children[nid]:
-                held_by.setdefault(child, node["name"])
+    def __init__(self, graph: dict[str, Any], named_nodes: list[dict[str, Any]]) -> None:
+        self.info = {n["node-name"]: n for n in named_nodes if n.get("node-name")}
+        self.nodes = {n["id"]: n for n in graph.get("nodes", [])}
+        self.children: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        self.parents: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for e in graph.get("edges", []):
+            self.children[e["parent"]].append((e["name"], e["child"]))
+            self.parents[e["child"]].append((e["name"], e["parent"]))
+        self.held_by: dict[int, str] = {}  # node id -> the job holding it
+        for nid, node in self.nodes.items():
+            if node["type"] == "block-job":
+                for _, child in self.children[nid]:
+                    self.held_by.setdefault(child, node["name"])
+        self.ids = {n.get("name"): nid for nid, n in self.nodes.items()}
 
-    # Device names: (name shown, block-backend name or None) for the node at a root.
-    # Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name).
+    def name(self, nid: int) -> str:
+        return self.nodes[nid].get("name", "")
+
+    def driver(self, nid: int) -> str:
+        return self.info.get(self.name(nid), {}).get("drv", "")
+
+    def child(self, nid: int, *roles: str) -> int | None:
+        for role in roles:
+            for name, c in self.children[nid]:
+                if name == role:
+                    return c
+        return None
+
+    def is_format(self, nid: int) -> bool:
+        return self.nodes[nid]["type"] == "block-driver"
+
+    def image(self, nid: int, seen: set[int]) -> Image:
+        """The image a format node is; ``seen``: the chain walked so far (its users outside it are named)."""
+        name = self.name(nid)
+        entry = self.info.get(name, {})
+        image = entry.get("image", {})
+        filename = entry.get("file") or image.get("filename", name)
+        if is_pseudo(filename):
+            # opened with explicit options (-blockdev): the protocol child knows the file
+            proto = self.child(nid, "file")
+            if proto is not None:
+                proto_file = self.info.get(self.name(proto), {}).get("file", "")
+                if proto_file and not is_pseudo(proto_file):
+                    filename = proto_file
+        return Image(
+            node_name=name,
+            filename=filename,
+            format=self.driver(nid) or image.get("format", "?"),
+            virtual_size=int(image.get("virtual-size", 0)),
+            actual_size=image.get("actual-size"),
+            backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
+            read_only=bool(entry.get("ro", False)),
+            job=self.held_by.get(nid),
+            partial=name not in self.info,
+            users=tuple(
+                _label(self.info, self.name(p))
+                for role, p in self.parents[nid]
+                if role == "backing" and p not in seen and self.is_format(p) and self.driver(p) not in FILTER_DRIVERS
+            ),
+        )
+
+    def walk(self, root: int) -> tuple[list[Image], list[str], set[int]]:
+        """A root's chain through filters and backing children: images (top first), the jobs
+        holding any of its nodes, and every node walked."""
+        images: list[Image] = []
+        jobs: list[str] = []
+        cur: int | None = root
+        seen: set[int] = set()
+        while cur is not None and cur not in seen:
+            seen.add(cur)
+            if cur in self.held_by and self.held_by[cur] not in jobs:
+                jobs.append(self.held_by[cur])
+            if self.driver(cur) in FILTER_DRIVERS:
+                cur = self.child(cur, "backing", "file")
+                continue
+            images.append(self.image(cur, seen))
+            cur = self.child(cur, "backing")
+        return images, jobs, seen
+
+
+def _device_names(block: list[dict[str, Any]] | None) -> dict[str, tuple[str, str | None]]:
+    """Device names by the node at their root: (name shown, block-backend name or None).
+    Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name)."""
     device_of_root: dict[str, tuple[str, str | None]] = {}
     for dev in block or []:
         inserted = dev.get("inserted") or {}
@@ -178,79 +240,36 @@ def build_drives(
         shown = qdev_id(dev.get("qdev")) or dev.get("device") or None
         if shown:
             device_of_root[root] = (shown, dev.get("device") or None)
+    return device_of_root
+
+
+def build_drives(
+    session: str,
+    graph: dict[str, Any],
+    named_nodes: list[dict[str, Any]],
+    block: list[dict[str, Any]] | None = None,
+    exports: list[dict[str, Any]] | None = None,
+) -> tuple[list[Drive], list[JobTarget]]:
+    """Turn QEMU's answers into drives (and the targets jobs write to)."""
+    g = _Graph(graph, named_nodes)
+    device_of_root = _device_names(block)
     export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
-
-    def driver(nid: int) -> str:
-        name = nodes[nid].get("name", "")
-        return info.get(name, {}).get("drv", "")
-
-    def child(nid: int, *roles: str) -> int | None:
-        for role in roles:
-            for name, c in children[nid]:
-                if name == role:
-                    return c
-        return None
-
     candidates: list[Drive] = []
     walked: dict[str, set[str]] = {}
-    drives: list[Drive] = []
     targets: list[JobTarget] = []
-    for nid, node in sorted(nodes.items()):
-        if node["type"] != "block-driver":
+    for nid, node in sorted(g.nodes.items()):
+        if not g.is_format(nid):
             continue
-        node_parents = parents[nid]
+        node_parents = g.parents[nid]
         used = node["name"] in device_of_root or node["name"] in export_of_node
-        if not used and any(nodes[p]["type"] == "block-driver" for _, p in node_parents):
+        if not used and any(g.is_format(p) for _, p in node_parents):
             continue  # not a root
-        drv = driver(nid)
-        job_edges = [(role, p) for role, p in node_parents if nodes[p]["type"] == "block-job"]
-        target_of = next((nodes[p]["name"] for role, p in job_edges if role == "target"), None)
-        if drv in PROTOCOL_DRIVERS and not node_parents and node["name"] not in export_of_node:
+        target_of = next((g.name(p) for role, p in node_parents if role == "target" and g.nodes[p]["type"] == "block-job"),
+                         None)
+        if g.driver(nid) in PROTOCOL_DRIVERS and not node_parents and node["name"] not in export_of_node:
             continue  # a bare protocol node nobody uses
-        images: list[Image] = []
-        jobs: list[str] = []
-        cur: int | None = nid
-        seen: set[int] = set()
-        while cur is not None and cur not in seen:
-            seen.add(cur)
-            name = nodes[cur]["name"]
-            if cur in held_by and held_by[cur] not in jobs:
-                jobs.append(held_by[cur])
-            d = driver(cur)
-            if d in FILTER_DRIVERS:
-                cur = child(cur, "backing", "file")
-                continue
-            entry = info.get(name, {})
-            image = entry.get("image", {})
-            filename = entry.get("file") or image.get("filename", name)
-            if is_pseudo(filename):
-                # opened with explicit options (-blockdev): the protocol child knows the file
-                proto = child(cur, "file")
-                if proto is not None:
-                    proto_file = info.get(nodes[proto]["name"], {}).get("file", "")
-                    if proto_file and not is_pseudo(proto_file):
-                        filename = proto_file
-            images.append(
-                Image(
-                    node_name=name,
-                    filename=filename,
-                    format=d or image.get("format", "?"),
-                    virtual_size=int(image.get("virtual-size", 0)),
-                    actual_size=image.get("actual-size"),
-                    backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
-                    read_only=bool(entry.get("ro", False)),
-                    job=held_by.get(cur),
-                    partial=name not in info,
-                    users=tuple(
-                        _label(info, nodes[p]["name"])
-                        for role, p in parents[cur]
-                        if role == "backing" and p not in seen and nodes[p]["type"] == "block-driver"
-                        and driver(p) not in FILTER_DRIVERS
-                    ),
-                )
-            )
-            cur = child(cur, "backing")
-        walked[node["name"]] = {nodes[i]["name"] for i in seen if i != nid}
+        images, jobs, seen = g.walk(nid)
+        walked[node["name"]] = {g.name(i) for i in seen if i != nid}
         if not images:
             continue
         if target_of is not None:
@@ -258,31 +277,7 @@ def build_drives(
             targets.append(JobTarget(target_of, top.node_name, top.filename, top.format))
             continue
         images.reverse()
-        top_name = images[-1].node_name
-        root_name = node["name"]
-        dev = device_of_root.get(root_name) or device_of_root.get(top_name)
-        export = export_of_node.get(root_name) or export_of_node.get(top_name)
-        if dev and dev[1]:
-            name, device, has_device = dev[0], dev[1], True
-        elif dev:
-            name, device, has_device = dev[0], top_name, False
-        elif export:
-            name, device, has_device = export, top_name, False
-        else:
-            name, device, has_device = top_name, top_name, False
-        # a backend's own name when query-block was not asked (qemu-storage-daemon has none)
-        candidates.append(
-            Drive(
-                session=session,
-                name=name,
-                device=device,
-                has_device=has_device,
-                images=images,
-                root_node=root_name,
-                jobs=jobs,
-                export=export,
-            )
-        )
+        candidates.append(_drive(session, node["name"], images, jobs, device_of_root, export_of_node))
     # A node reached from another root (a filter above it: query-block names the
     # image under an implicit filter) is not a drive of its own.
     candidates = [
@@ -290,12 +285,37 @@ def build_drives(
         for d in candidates
         if not any(o is not d and o.name == d.name and d.root_node in walked[o.root_node] for o in candidates)
     ]
-    # A root nobody uses (only the monitor holds it) whose chain shares images
-    # with a used drive is what a pivot or active commit left behind: hide it.
+    drives = _attach_leftovers(candidates, g)
+    drives.sort(key=lambda d: d.name)
+    _unique_names(drives)
+    return drives, targets
+
+
+def _drive(session: str, root_name: str, images: list[Image], jobs: list[str],
+           device_of_root: dict[str, tuple[str, str | None]], export_of_node: dict[str, str]) -> Drive:
+    """A chain's drive, named by its device, else its export, else its top node."""
+    top_name = images[-1].node_name
+    dev = device_of_root.get(root_name) or device_of_root.get(top_name)
+    export = export_of_node.get(root_name) or export_of_node.get(top_name)
+    if dev and dev[1]:
+        name, device, has_device = dev[0], dev[1], True
+    elif dev:
+        name, device, has_device = dev[0], top_name, False
+    elif export:
+        name, device, has_device = export, top_name, False
+    else:
+        name, device, has_device = top_name, top_name, False
+    return Drive(session=session, name=name, device=device, has_device=has_device, images=images,
+                 root_node=root_name, jobs=jobs, export=export)
+
+
+def _attach_leftovers(candidates: list[Drive], g: _Graph) -> list[Drive]:
+    """The drives; a root nobody uses (only the monitor holds it) whose chain shares images
+    with a used drive is what a pivot or active commit left behind: a leftover of that drive."""
     used_nodes = {
         img.node_name for d in candidates if d.has_device or d.export or d.name != d.device for img in d.images
     }
-    name_to_id = {n.get("name"): nid for nid, n in nodes.items()}
+    drives: list[Drive] = []
     leftovers: list[Drive] = []
     for d in candidates:
         named = d.has_device or d.export is not None or d.name != d.device
@@ -311,28 +331,32 @@ def build_drives(
             own = [img for img in reversed(left.images) if img.node_name not in mine]  # top first
             if not own:
                 continue
-            deletable: list[str] = []
-            for img in own:
-                if not img.node_name.startswith("#"):  # QEMU closes the nodes it named itself with their parent
-                    deletable.append(img.node_name)
-                proto = child(name_to_id[img.node_name], "file") if img.node_name in name_to_id else None
-                proto_name = nodes[proto]["name"] if proto is not None else ""
-                if proto_name and not proto_name.startswith("#") and len(parents[proto]) == 1:
-                    deletable.append(proto_name)
             owner.leftovers.append(
                 Leftover(
                     node_name=left.root_node,
                     labels=tuple(img.label for img in own),
                     files=tuple(img.filename for img in own),
                     nodes=tuple(img.node_name for img in own),
-                    deletable=tuple(deletable),
+                    deletable=tuple(_deletable(own, g)),
                     held_by_job=left.jobs[0] if left.jobs else None,
                 )
             )
             break
-    drives.sort(key=lambda d: d.name)
-    _unique_names(drives)
-    return drives, targets
+    return drives
+
+
+def _deletable(own: list[Image], g: _Graph) -> list[str]:
+    """What blockdev-del closes, in order: nodes opened by name, and their files opened by name
+    that nothing else uses (QEMU closes the nodes it named itself with their parent)."""
+    deletable: list[str] = []
+    for img in own:
+        if not img.node_name.startswith("#"):
+            deletable.append(img.node_name)
+        proto = g.child(g.ids[img.node_name], "file") if img.node_name in g.ids else None
+        proto_name = g.name(proto) if proto is not None else ""
+        if proto_name and not proto_name.startswith("#") and len(g.parents[proto]) == 1:
+            deletable.append(proto_name)
+    return deletable
 
 
 def qdev_id(qdev: str | None) -> str | None:
