@@ -283,50 +283,9 @@ class Lab:
             if p.exists():
                 p.unlink()
         if kind == "qsd":
-            args = ["qemu-storage-daemon"]
-            top_nodes = []
-            for top, drive in zip(tops, drives):
-                if named_nodes:
-                    spec = self._blockdev_spec(Path(top))
-                else:
-                    fmt = "raw" if str(top).endswith(".raw") else "qcow2"
-                    spec = {
-                        "driver": fmt,
-                        "node-name": make_node_name(str(top), set(top_nodes)),
-                        "file": {"driver": "file", "filename": str(Path(top).resolve())},
-                    }
-                top_nodes.append(spec["node-name"])
-                args += ["--blockdev", json.dumps(spec)]
-            for i, sock in enumerate((qmp, ctl, spare)):
-                args += ["--chardev", f"socket,path={_keyval(sock)},server=on,wait=off,id=m{i}", "--monitor", f"chardev=m{i}"]
-            args += [
-                "--nbd-server", f"addr.type=unix,addr.path={_keyval(nbd)}",
-            ]
-            for drive, node in zip(drives, top_nodes):
-                args += ["--export", f"type=nbd,id={drive},node-name={node},name={drive},writable=on"]
+            args = self._qsd_args(tops, drives, named_nodes, (qmp, ctl, spare), nbd)
         elif kind in ("system", "libvirt", "q35"):
-            machine = "none" if kind == "system" else "q35"
-            args = ["qemu-system-x86_64", "-M", machine, "-nodefaults", "-display", "none", "-accel", "tcg"]
-            if kind != "system":
-                args.append("-S")  # the CPUs never run: no firmware, no guest writes
-            if kind == "libvirt":
-                counter = 0
-                for i, top in enumerate(tops):
-                    specs, counter = self._libvirt_blockdevs(Path(top), counter)
-                    for spec in specs:
-                        args += ["-blockdev", json.dumps(spec)]
-                    args += ["-device", f"virtio-blk-pci,drive={specs[-1]['node-name']},id=virtio-disk{i},share-rw=on"]
-                drives = [f"virtio-disk{i}" for i in range(len(tops))]
-            else:
-                for i, (top, drive) in enumerate(zip(tops, drives)):
-                    fmt = "raw" if str(top).endswith(".raw") else "qcow2"
-                    args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
-                    if kind == "q35":
-                        args += ["-device", f"virtio-blk-pci,drive={drive},id=virtio-disk{i},share-rw=on"]
-                if kind == "q35":
-                    drives = [f"virtio-disk{i}" for i in range(len(tops))]
-            for sock in (qmp, ctl, spare):
-                args += ["-qmp", f"unix:{_keyval(sock)},server=on,wait=off"]
+            args, drives = self._system_args(kind, tops, drives, (qmp, ctl, spare))
         else:
             raise LabError(f"unknown QEMU kind {kind!r}")
         with open(logf, "wb") as log:
@@ -336,17 +295,72 @@ class Lab:
             )
         q = LabQemu(kind, proc, qmp, nbd, list(drives), logf, ctl, spare)
         self.processes.append(q)
-        deadline = time.monotonic() + timeout
-        while not (qmp.exists() and ctl.exists() and spare.exists()):
-            if proc.poll() is not None:
-                raise LabError(f"{args[0]} exited with {proc.returncode}: {logf.read_text(errors='replace').strip()}")
-            if time.monotonic() > deadline:
-                q.kill()
-                raise LabError(f"{args[0]} did not open its QMP socket within {timeout:g} s")
-            time.sleep(0.005)
+        self._wait_for_monitors(q, args[0], timeout)
         if kind != "qsd":
             self._export_system(q)
         return q
+
+    def _qsd_args(self, tops: list[Path], drives: list[str], named_nodes: bool, monitors: tuple[Path, ...],
+                  nbd: Path) -> list[str]:
+        """qemu-storage-daemon: one --blockdev per top (its backing files opened by QEMU unless
+        ``named_nodes``), a monitor per socket, an NBD export per drive."""
+        args = ["qemu-storage-daemon"]
+        top_nodes: list[str] = []
+        for top, _drive in zip(tops, drives):
+            if named_nodes:
+                spec = self._blockdev_spec(Path(top))
+            else:
+                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                spec = {
+                    "driver": fmt,
+                    "node-name": make_node_name(str(top), set(top_nodes)),
+                    "file": {"driver": "file", "filename": str(Path(top).resolve())},
+                }
+            top_nodes.append(spec["node-name"])
+            args += ["--blockdev", json.dumps(spec)]
+        for i, sock in enumerate(monitors):
+            args += ["--chardev", f"socket,path={_keyval(sock)},server=on,wait=off,id=m{i}", "--monitor", f"chardev=m{i}"]
+        args += ["--nbd-server", f"addr.type=unix,addr.path={_keyval(nbd)}"]
+        for drive, node in zip(drives, top_nodes):
+            args += ["--export", f"type=nbd,id={drive},node-name={node},name={drive},writable=on"]
+        return args
+
+    def _system_args(self, kind: str, tops: list[Path], drives: list[str],
+                     monitors: tuple[Path, ...]) -> tuple[list[str], list[str]]:
+        """qemu-system-x86_64 (``-M none``, or a q35 that never runs its CPUs) and the drives'
+        names as it calls them."""
+        machine = "none" if kind == "system" else "q35"
+        args = ["qemu-system-x86_64", "-M", machine, "-nodefaults", "-display", "none", "-accel", "tcg"]
+        if kind != "system":
+            args.append("-S")  # the CPUs never run: no firmware, no guest writes
+        if kind == "libvirt":
+            counter = 0
+            for i, top in enumerate(tops):
+                specs, counter = self._libvirt_blockdevs(Path(top), counter)
+                for spec in specs:
+                    args += ["-blockdev", json.dumps(spec)]
+                args += ["-device", f"virtio-blk-pci,drive={specs[-1]['node-name']},id=virtio-disk{i},share-rw=on"]
+        else:
+            for i, (top, drive) in enumerate(zip(tops, drives)):
+                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
+                if kind == "q35":
+                    args += ["-device", f"virtio-blk-pci,drive={drive},id=virtio-disk{i},share-rw=on"]
+        if kind in ("libvirt", "q35"):
+            drives = [f"virtio-disk{i}" for i in range(len(tops))]
+        for sock in monitors:
+            args += ["-qmp", f"unix:{_keyval(sock)},server=on,wait=off"]
+        return args, drives
+
+    def _wait_for_monitors(self, q: LabQemu, program: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not (q.qmp.exists() and q.ctl.exists() and q.spare.exists()):
+            if q.proc.poll() is not None:
+                raise LabError(f"{program} exited with {q.proc.returncode}: {q.log.read_text(errors='replace').strip()}")
+            if time.monotonic() > deadline:
+                q.kill()
+                raise LabError(f"{program} did not open its QMP socket within {timeout:g} s")
+            time.sleep(0.005)
 
     def _libvirt_blockdevs(self, top: Path, counter: int) -> tuple[list[dict], int]:
         """A chain as libvirt opens it: one ``-blockdev`` per layer and per file, bottom first,

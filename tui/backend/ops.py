@@ -14,12 +14,12 @@ import os
 from typing import Any
 
 from .chain import Drive, Image, Leftover, chain_notation
+from .checks import check_busy, check_format, check_users, image_of, raw_note
 from .errors import ValidationError
 from .fmt import human_size, parse_speed
 from .plan import Plan, Step
 from .targets import bytes_to_write, check_space, inspect_existing, resolve_target, suffix_note
 
-FORMATS = ("qcow2", "raw")
 SYNC_MODES = ("top", "full")
 MIRROR_MODES = ("absolute-paths", "existing")
 
@@ -47,60 +47,6 @@ def _recorded(backing: str | None) -> str:
     return f", recorded as \u201c{backing}\u201d." if backing else "."
 
 
-def _check_busy(drive: Drive, images: list[Image]) -> None:
-    for img in images:
-        if img.job:
-            raise ValidationError(
-                f"Node '{img.node_name}' ({img.label}) is busy: it is in job '{img.job}'. "
-                "Wait for the job to end or cancel it first.",
-                "base",
-            )
-
-
-def _check_users(img: Image, what: str = "target", drive: Drive | None = None) -> None:
-    """QEMU refuses to snapshot or mirror an image another open image is backed by."""
-    if img.users:
-        left = drive.leftovers if drive else []
-        named = "; ".join(lo.text for lo in left) or ", ".join(img.users)
-        many = sum(len(lo.labels) for lo in left) > 1 or len(img.users) > 1
-        raise ValidationError(
-            f"Node '{img.node_name}' ({img.label}) is busy: leftover node{'s' if many else ''} {named} "
-            f"still open in QEMU from an earlier job {'use' if many else 'uses'} it as backing file; "
-            "QEMU cannot snapshot or mirror it until they are closed (o closes leftover nodes with blockdev-del)",
-            what,
-        )
-
-
-def _image(drive: Drive, name: str | None, what: str) -> Image:
-    if name is None or name == "":
-        raise ValidationError(f"No {what} chosen", what)
-    img = drive.find(name)
-    if img is None:
-        raise ValidationError(f"'{name}' is not in the backing chain of {drive.name}", what)
-    return img
-
-
-def _raw_note(drive: Drive, fmt: str | None = None) -> list[str]:
-    notes = []
-    if any(img.format == "raw" for img in drive.images):
-        notes.append(
-            "A raw image is in the chain: depending on the file system, the result "
-            "may not be thin-provisioned any more."
-        )
-    if fmt == "raw":
-        notes.append("A raw target has no backing file: the whole disk is copied into it "
-                     "(thin provisioning depends on the file system).")
-    return notes
-
-
-
-def _format(fmt: str | None, allowed: tuple[str, ...] = FORMATS) -> str:
-    value = (fmt or "").strip().lower()
-    if value not in allowed:
-        raise ValidationError(f"Unknown format {fmt!r}: choose {' or '.join(allowed)}", "format")
-    return value
-
-
 def _speed_args(speed: int) -> dict[str, Any]:
     return {"speed": speed} if speed else {}
 
@@ -120,7 +66,7 @@ def plan_stream(
     top = drive.active
     base_img: Image | None = None
     if base not in (None, ""):
-        base_img = _image(drive, base, "base")
+        base_img = image_of(drive, base, "base")
         if base_img.node_name == top.node_name:
             base_img = None
     if base_img is not None:
@@ -134,7 +80,7 @@ def plan_stream(
     else:
         moved = drive.images[:-1]
         after = [top]
-    _check_busy(drive, moved + [top])
+    check_busy(drive, moved + [top])
     args: dict[str, Any] = {"job-id": job_id, "device": drive.device}
     if base_img is not None:
         args["base-node"] = base_img.node_name
@@ -163,7 +109,7 @@ def plan_stream(
         after=chain_notation(i.label for i in after),
         moves=moves,
         steps=[Step("block-stream", args, starts_job=job_id, job_type="stream", speed=rate)],
-        warnings=_raw_note(drive),
+        warnings=raw_note(drive),
     )
 
 
@@ -178,8 +124,8 @@ def plan_commit(
     the plan is refused unless ``override``.
     """
     rate = parse_speed(speed)
-    base_img = _image(drive, base, "base")
-    top_img = drive.active if top in (None, "") else _image(drive, top, "top")
+    base_img = image_of(drive, base, "base")
+    top_img = drive.active if top in (None, "") else image_of(drive, top, "top")
     bi, ti = drive.index_of(base_img.node_name), drive.index_of(top_img.node_name)
     if bi == ti:
         raise ValidationError(f"Cannot commit {base_img.label} into itself: pick an image below the top", "base")
@@ -187,7 +133,7 @@ def plan_commit(
         raise ValidationError(f"Base {base_img.label} is above the top {top_img.label}: pick a lower base", "base")
     active = ti == len(drive.images) - 1
     moved = drive.images[bi + 1 : ti + 1]
-    _check_busy(drive, [base_img] + moved)
+    check_busy(drive, [base_img] + moved)
     after = drive.images[: bi + 1] + drive.images[ti + 1 :]
     args: dict[str, Any] = {"job-id": job_id, "device": drive.device, "base-node": base_img.node_name}
     if not active:
@@ -208,19 +154,8 @@ def plan_commit(
             f"{above.label}'s backing file becomes {base_img.label}{_recorded(args.get('backing-file'))[:-1]}; "
             "the job ends by itself."
         )
-    warnings = _raw_note(drive)
-    if shared and not override:
-        raise ValidationError(
-            f"{base_img.label} is shared: {len(shared)} other image{'s' if len(shared) > 1 else ''} back onto it "
-            f"and would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
-            "override",
-        )
-    if shared:
-        warnings.insert(0, f"Commit anyway: these {len(shared)} images will see changed data: {'; '.join(shared)}")
-    elif shared is not None:
-        moves.append(f"Nothing else backs onto {base_img.label} (live, or on disk in the directories scanned).")
-    else:
-        moves.append(f"Anything else backed by {base_img.label} outside this drive would see changed data.")
+    warnings = raw_note(drive)
+    _shared_base(base_img, shared, override, moves, warnings)
     return Plan(
         kind="commit",
         session=drive.session,
@@ -234,6 +169,23 @@ def plan_commit(
         warnings=warnings,
         override=list(shared or []),
     )
+
+
+def _shared_base(base: Image, shared: list[str] | None, override: bool, moves: list[str], warnings: list[str]) -> None:
+    """A base other images back onto: refused unless overridden (then a warning); else the plan
+    says whether anything else was looked for."""
+    if shared and not override:
+        raise ValidationError(
+            f"{base.label} is shared: {len(shared)} other image{'s' if len(shared) > 1 else ''} back onto it "
+            f"and would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
+            "override",
+        )
+    if shared:
+        warnings.insert(0, f"Commit anyway: these {len(shared)} images will see changed data: {'; '.join(shared)}")
+    elif shared is not None:
+        moves.append(f"Nothing else backs onto {base.label} (live, or on disk in the directories scanned).")
+    else:
+        moves.append(f"Anything else backed by {base.label} outside this drive would see changed data.")
 
 
 def plan_mirror(
@@ -252,7 +204,7 @@ def plan_mirror(
     """Live migration: mirror the drive to ``target``; ready, then complete or cancel.
 
     ``here`` False: the target is on another host; its file system is not checked."""
-    fmt = _format(fmt)
+    fmt = check_format(fmt)
     sync = (sync or "").strip().lower()
     if sync not in SYNC_MODES:
         raise ValidationError(f"Unknown sync mode {sync!r}: choose top or full", "sync")
@@ -260,20 +212,10 @@ def plan_mirror(
         raise ValidationError(f"Unknown mode {mode!r}: choose absolute-paths or existing", "mode")
     rate = parse_speed(speed)
     full = resolve_target(target, drive, existing=(mode == "existing"), in_use=in_use, here=here)
-    _check_busy(drive, [drive.active])
-    _check_users(drive.active, drive=drive)
-    space_note = None
+    check_busy(drive, [drive.active])
+    check_users(drive.active, drive=drive)
     needed = bytes_to_write(drive, sync, fmt)
-    if not here:
-        pass
-    elif mode == "existing":
-        inspect_existing(full, fmt, drive)
-    else:
-        space_note = check_space(full, needed)
-    if sync == "top" and fmt == "raw" and len(drive.images) > 1:
-        raise ValidationError(
-            "A raw target cannot have a backing file: use sync full for raw, or qcow2 for sync top", "format"
-        )
+    space_note = _mirror_target_checks(drive, full, fmt, sync, mode, needed, here)
     args: dict[str, Any] = {
         "job-id": job_id,
         "device": drive.device,
@@ -290,30 +232,55 @@ def plan_mirror(
         args["on-target-error"] = on_target_error
     args.update(_speed_args(rate))
     label = os.path.basename(full)
-    if sync == "full":
-        after = chain_notation([label])
-        what = f"The whole chain ({drive.notation()}) is copied into {label}."
-    else:
-        after = chain_notation([i.label for i in drive.images[:-1]] + [label])
-        what = f"The active image {drive.active.label} is copied into {label}, backed by the same chain."
+    after, moves = _mirror_story(drive, full, fmt, sync, needed)
     return Plan(
         kind="mirror",
         session=drive.session,
         drive=drive.name,
         title=f"Mirror {drive.name} to {label}",
         before=drive.notation(),
-        after=after + "   (after finish; cancel keeps " + drive.active.label + ")",
-        moves=[
-            what + f" It writes up to {human_size(needed)}" + (" (the full virtual size: raw)." if fmt == "raw" else "."),
-            "The job goes ready once the copy has caught up; guest writes keep both in sync.",
-            f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
-            "leaves the target a consistent copy.",
-        ],
+        after=after,
+        moves=moves,
         steps=[Step("drive-mirror", args, starts_job=job_id, job_type="mirror", ends_ready=True, speed=rate,
                     creates_target=mode != "existing")],
-        warnings=_raw_note(drive, fmt) + suffix_note(full, fmt) + ([space_note] if space_note else []),
+        warnings=raw_note(drive, fmt) + suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
     )
+
+
+def _mirror_target_checks(drive: Drive, full: str, fmt: str, sync: str, mode: str, needed: int,
+                          here: bool) -> str | None:
+    """A reused target must fit the drive; a new one must fit on its file system (a warning when
+    tight); a raw target holds no backing file.  Not on another host's file system."""
+    space_note = None
+    if not here:
+        pass
+    elif mode == "existing":
+        inspect_existing(full, fmt, drive)
+    else:
+        space_note = check_space(full, needed)
+    if sync == "top" and fmt == "raw" and len(drive.images) > 1:
+        raise ValidationError(
+            "A raw target cannot have a backing file: use sync full for raw, or qcow2 for sync top", "format"
+        )
+    return space_note
+
+
+def _mirror_story(drive: Drive, full: str, fmt: str, sync: str, needed: int) -> tuple[str, list[str]]:
+    """The chain after a mirror, and what moves where."""
+    label = os.path.basename(full)
+    if sync == "full":
+        after = chain_notation([label])
+        what = f"The whole chain ({drive.notation()}) is copied into {label}."
+    else:
+        after = chain_notation([i.label for i in drive.images[:-1]] + [label])
+        what = f"The active image {drive.active.label} is copied into {label}, backed by the same chain."
+    return after + "   (after finish; cancel keeps " + drive.active.label + ")", [
+        what + f" It writes up to {human_size(needed)}" + (" (the full virtual size: raw)." if fmt == "raw" else "."),
+        "The job goes ready once the copy has caught up; guest writes keep both in sync.",
+        f"Then finish (f) switches the drive to {full}; cancel (x) keeps the source and "
+        "leaves the target a consistent copy.",
+    ]
 
 
 def plan_snapshot(
@@ -321,10 +288,10 @@ def plan_snapshot(
     here: bool = True,
 ) -> Plan:
     """External snapshot: a new empty overlay becomes the active image."""
-    fmt = _format(fmt, ("qcow2",))
+    fmt = check_format(fmt, ("qcow2",))
     full = resolve_target(target, drive, in_use=in_use, here=here)
-    _check_busy(drive, [drive.active])
-    _check_users(drive.active, drive=drive)
+    check_busy(drive, [drive.active])
+    check_users(drive.active, drive=drive)
     args = _snapshot_args(drive, full, node_name, fmt)
     label = os.path.basename(full)
     return Plan(
@@ -372,11 +339,11 @@ def plan_copy(
         return plan
     if method not in ("stream", "snapshot+stream", "snapshot + stream"):
         raise ValidationError(f"Unknown copy method {method!r}: choose stream or mirror", "method")
-    fmt = _format(fmt, ("qcow2",)) if fmt else "qcow2"
+    fmt = check_format(fmt, ("qcow2",)) if fmt else "qcow2"
     rate = parse_speed(speed)
     full = resolve_target(target, drive, in_use=in_use, here=here)
-    _check_busy(drive, drive.images)
-    _check_users(drive.active, drive=drive)
+    check_busy(drive, drive.images)
+    check_users(drive.active, drive=drive)
     space_note = check_space(full, bytes_to_write(drive, "full", fmt)) if here else None
     label = os.path.basename(full)
     snap = _snapshot_args(drive, full, node_name, fmt)
@@ -398,7 +365,7 @@ def plan_copy(
             Step("blockdev-snapshot-sync", snap, changes_chain=True),
             Step("block-stream", stream, starts_job=job_id, job_type="stream", speed=rate),
         ],
-        warnings=_raw_note(drive) + ([space_note] if space_note else []),
+        warnings=raw_note(drive) + ([space_note] if space_note else []),
         target=full,
     )
 
