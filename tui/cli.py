@@ -107,7 +107,7 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
 
 def _session_json(session: Any, drives: list[Any], jobs: list[Any], graph: Any) -> dict[str, Any]:
     """One QEMU (or libvirt domain) for ``chaintui chains --json``."""
-    from .backend.usage import image_key
+    from .backend.image_graph import image_key
 
     def users(img: Any) -> dict[str, Any]:
         key = image_key(session.name, img)

@@ -120,7 +120,7 @@ def plan_commit(
     """Commit the images above ``base`` (up to ``top``, default the active) into ``base``.
 
     ``shared``: the images outside this drive that back onto ``base`` (live or on disk,
-    see :func:`tui.backend.usage.shared_with_others`); they would see changed data, so
+    see :func:`tui.backend.image_graph.shared_with_others`); they would see changed data, so
     the plan is refused unless ``override``.
     """
     rate = parse_speed(speed)

@@ -17,7 +17,7 @@ from ..backend import ops, plan as plans, targets
 from ..backend.chain import Drive
 from ..backend.errors import ValidationError
 from ..backend.jobs import Job
-from ..backend.usage import describe_dependents, drive_keys, image_key, shared_with_others
+from ..backend.image_graph import describe_dependents, drive_keys, image_key, shared_with_others
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
 from ..widgets.path_input import PathInput

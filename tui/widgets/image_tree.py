@@ -24,7 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..backend.fmt import human_size
-from ..backend.usage import GraphNode, ImageGraph
+from ..backend.image_graph import GraphNode, ImageGraph
 
 
 @dataclass(frozen=True)
