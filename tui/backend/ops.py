@@ -100,12 +100,10 @@ def plan_stream(
         f"{'s' if len(shared) > 1 else ''} backing onto them stay{'s' if len(shared) == 1 else ''} usable: "
         f"{'; '.join(shared)}.",
     ]
-    return Plan(
+    return Plan.on(
+        drive,
         kind="stream",
-        session=drive.session,
-        drive=drive.name,
         title=f"Merge into {top.label}" + (f" down to {base_img.label}" if base_img else " (flatten)"),
-        before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
         steps=[Step("block-stream", args, starts_job=job_id, job_type="stream", speed=rate)],
@@ -156,12 +154,10 @@ def plan_commit(
         )
     warnings = raw_note(drive)
     _shared_base(base_img, shared, override, moves, warnings)
-    return Plan(
+    return Plan.on(
+        drive,
         kind="commit",
-        session=drive.session,
-        drive=drive.name,
         title=("Active commit" if active else "Commit") + f" into {base_img.label}",
-        before=drive.notation(),
         after=chain_notation(i.label for i in after),
         moves=moves,
         steps=[Step("block-commit", args, starts_job=job_id, job_type="commit", speed=rate,
@@ -233,12 +229,10 @@ def plan_mirror(
     args.update(_speed_args(rate))
     label = os.path.basename(full)
     after, moves = _mirror_story(drive, full, fmt, sync, needed)
-    return Plan(
+    return Plan.on(
+        drive,
         kind="mirror",
-        session=drive.session,
-        drive=drive.name,
         title=f"Mirror {drive.name} to {label}",
-        before=drive.notation(),
         after=after,
         moves=moves,
         steps=[Step("drive-mirror", args, starts_job=job_id, job_type="mirror", ends_ready=True, speed=rate,
@@ -294,12 +288,10 @@ def plan_snapshot(
     check_users(drive.active, drive=drive)
     args = _snapshot_args(drive, full, node_name, fmt)
     label = os.path.basename(full)
-    return Plan(
+    return Plan.on(
+        drive,
         kind="snapshot",
-        session=drive.session,
-        drive=drive.name,
         title=f"Snapshot {drive.name} into {label}",
-        before=drive.notation(),
         after=chain_notation([i.label for i in drive.images] + [label]),
         moves=[
             f"A new empty image {full} is created on top of {drive.active.label}.",
@@ -349,12 +341,10 @@ def plan_copy(
     snap = _snapshot_args(drive, full, node_name, fmt)
     stream: dict[str, Any] = {"job-id": job_id, "device": drive.device if drive.has_device else node_name}
     stream.update(_speed_args(rate))
-    return Plan(
+    return Plan.on(
+        drive,
         kind="copy",
-        session=drive.session,
-        drive=drive.name,
         title=f"Copy {drive.name} to {label} (snapshot + stream)",
-        before=drive.notation(),
         after=chain_notation([label]),
         moves=[
             f"Step 1: a live snapshot makes {full} the active image, backed by {drive.active.label}.",
@@ -381,12 +371,10 @@ def plan_close_leftover(drive: Drive, leftover: Leftover, address: str) -> Plan:
             f"Leftover node {leftover.node_name} was opened by QEMU itself (no name given): it cannot be closed "
             "with blockdev-del", "node")
     files = ", ".join(leftover.files)
-    return Plan(
+    return Plan.on(
+        drive,
         kind="close",
-        session=drive.session,
-        drive=drive.name,
         title=f"Close leftover node{'s' if len(leftover.labels) > 1 else ''} {', '.join(leftover.labels)}",
-        before=drive.notation(),
         after=drive.notation(),
         moves=[
             f"QEMU {drive.session} ({address}) closes {leftover.text}: nothing uses "

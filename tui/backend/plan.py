@@ -10,7 +10,10 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .chain import Drive
 
 
 @dataclass
@@ -55,6 +58,13 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     target: str | None = None
     override: list[str] = field(default_factory=list)  # images a commit changes, accepted by the operator
+
+    @classmethod
+    def on(cls, drive: Drive, *, kind: str, title: str, after: str, moves: list[str], steps: list[Step],
+           **more: Any) -> Plan:
+        """A plan on ``drive``: its QEMU, its name and its chain now filled in."""
+        return cls(kind=kind, session=drive.session, drive=drive.name, title=title, before=drive.notation(),
+                   after=after, moves=moves, steps=steps, **more)
 
     @property
     def job_ids(self) -> list[str]:
