@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tui.backend.chain import build_drives, chain_notation
+from tui.backend.block_graph import build_drives
+from tui.backend.chain import chain_notation
 from tui.backend.errors import ValidationError
 from tui.backend.jobs import JobTracker
 from tui.backend.fmt import human_duration, human_size, parse_speed

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .chain import Drive, JobTarget, NodeInfoCache, build_drives, graph_signature
+from .block_graph import build_drives, graph_signature
+from .chain import Drive, JobTarget, NodeInfoCache
 
 async def read_graph(session: Any) -> dict[str, Any]:
     """The block graph: nodes and edges, including block-job nodes and filters."""
@@ -18,7 +19,7 @@ async def read_graph(session: Any) -> dict[str, Any]:
 
 
 async def read_structure(session: Any) -> tuple[Any, ...]:
-    """The block graph's structure by names (see :func:`~tui.backend.chain.graph_signature`)."""
+    """The block graph's structure by names (see :func:`~tui.backend.block_graph.graph_signature`)."""
     return graph_signature(await read_graph(session))
 
 
