@@ -279,7 +279,7 @@ def _libvirt_missing(addresses: list[str]) -> str | None:
     try:
         import libvirt as _  # noqa: F401
     except ImportError:
-        from .backend.libvirt_session import INSTALL_HINT
+        from .backend.libvirt_conn import INSTALL_HINT
 
         return f"{libvirt[0]} is a libvirt address: {INSTALL_HINT}"
     return None
