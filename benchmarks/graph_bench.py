@@ -29,7 +29,7 @@ from textual.geometry import Region  # noqa: E402
 from tui.app import ChainApp  # noqa: E402
 from tui.backend.hub import Hub  # noqa: E402
 from tui.backend.lab import Lab, run  # noqa: E402
-from tui.backend.usage import DiskScanner  # noqa: E402
+from tui.backend.disk_scan import DiskScanner  # noqa: E402
 from tui.screens.graph import GraphScreen  # noqa: E402
 from tui.widgets import ChainGraph  # noqa: E402
 from tui.widgets.image_tree import ImageTree, layout  # noqa: E402

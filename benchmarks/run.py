@@ -30,7 +30,7 @@ from qemu.qmp import QMPClient  # noqa: E402
 
 from tui.app import ChainApp  # noqa: E402
 from tui.backend import ops  # noqa: E402
-from tui.backend.chain import query_drives  # noqa: E402
+from tui.backend.qmp_read import read_drives  # noqa: E402
 from tui.backend.hub import Hub, JobsChanged  # noqa: E402
 from tui.backend.lab import Lab, run  # noqa: E402
 from tui.widgets import ChainGraph  # noqa: E402
@@ -286,7 +286,7 @@ async def chain_run(sock: str, repeat: int) -> tuple[list[float], list[float], l
     s = (await hub.add(sock)).name
     for _ in range(repeat):
         t0 = time.perf_counter()
-        await query_drives(hub.sessions[s])
+        await read_drives(hub.sessions[s])
         model.append((time.perf_counter() - t0) * 1000)
     await hub.close()
     for _ in range(repeat):

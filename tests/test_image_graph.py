@@ -20,14 +20,9 @@ from tui.backend.audit import AuditLog
 from tui.backend.errors import QMPCommandError, ValidationError
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab, run
-from tui.backend.usage import (
-    DiskScanner,
-    ImageGraph,
-    Usage,
-    describe_dependents,
-    image_key,
-    shared_with_others,
-)
+from tui.backend.disk_scan import DiskScanner
+from tui.backend.image_graph import ImageGraph, describe_dependents, image_key, shared_with_others
+from tui.backend.usage import Usage
 from tui.screens.cleanup import CleanupDialog
 from tui.screens.graph import GraphScreen
 from tui.widgets.image_tree import ImageTree, layout
@@ -245,7 +240,7 @@ async def test_deleting_checks_the_lock(lab):
 
 
 def test_graph_unit_200_overlays_and_loop():
-    from tui.backend.usage import DiskImage
+    from tui.backend.disk_scan import DiskImage
 
     disk = {"/i/base": DiskImage("/i/base", "qcow2", 1 << 30, 1 << 20, None)}
     for i in range(200):

@@ -353,13 +353,13 @@ async def test_merge_on_single_image_refused_at_once(lab):
 
 
 async def test_suggested_names_do_not_compound(hub, lab):
-    from tui.backend import ops
+    from tui.backend import targets
 
     paths = lab.make_chain(2, 4 * MiB, names=["A", "A-mirror"])
     q = lab.start(paths[-1])
     s = await connect(hub, q)
-    assert ops.suggest_target(hub.drive(s.name, "drive0"), "mirror") == str(lab.dir / "A-mirror-2.qcow2")
-    assert ops.suggest_target(hub.drive(s.name, "drive0"), "snap") == str(lab.dir / "A-snap.qcow2")
+    assert targets.suggest_target(hub.drive(s.name, "drive0"), "mirror") == str(lab.dir / "A-mirror-2.qcow2")
+    assert targets.suggest_target(hub.drive(s.name, "drive0"), "snap") == str(lab.dir / "A-snap.qcow2")
 
 
 async def test_traffic_view_shows_replies_and_errors(hub, lab):

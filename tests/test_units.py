@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from tui.backend.chain import build_drives, chain_notation
+from tui.backend.block_graph import build_drives
+from tui.backend.chain import chain_notation
 from tui.backend.errors import ValidationError
 from tui.backend.jobs import JobTracker
-from tui.backend.ops import human_duration, human_size, make_id, make_node_name, parse_speed
+from tui.backend.fmt import human_duration, human_size, parse_speed
+from tui.backend.plan import make_id, make_node_name
 from tui.backend.session import address_warning, is_loopback, parse_address
 
 

@@ -23,7 +23,8 @@ from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChang
 from .backend.jobs import Job
 from .backend.lab import Lab
 from .backend.state import OwnedJobs
-from .backend.ops import Plan, clock_text, human_size
+from .backend.fmt import clock_text, human_size
+from .backend.plan import Plan
 from .backend.usage import Usage
 from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated, UsageUpdated
 from .screens.dialogs import ConfirmDialog

@@ -13,7 +13,7 @@ from . import __version__
 from .backend.errors import ChainTuiError
 from .backend.hub import Hub
 from .backend.jobs import Job
-from .backend.ops import human_duration, human_size
+from .backend.fmt import human_size
 
 USAGE = """\
 chaintui --demo                 make a temporary 4-image chain, start QEMU on it, open the UI
@@ -83,8 +83,6 @@ async def _scan(hub: Hub, extra: list[str] = ()):  # type: ignore[assignment, no
 
 
 async def _chains(sockets: list[str], as_json: bool) -> int:
-    from .backend.usage import image_key
-
     hub = Hub(watch_interval=0)  # one look, no watching
     out: list[dict[str, Any]] = []
     try:
@@ -96,68 +94,75 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
             drives = hub.drives.get(session.name, [])
             await hub.poll(session.name)
             jobs = [j for j in hub.tracker.for_session(session.name)]
-            if as_json:
-                assert graph is not None
-
-                def users(img):  # type: ignore[no-untyped-def]
-                    key = image_key(session.name, img)
-                    return {
-                        "users": [
-                            {"qemu": u.session, "drive": u.drive, "node-name": u.node_name,
-                             "read-only": u.read_only, "active": u.active}
-                            for u in graph.users(key)
-                        ],
-                        "overlays-on-disk": [
-                            k for k in (graph.nodes[key].children if key in graph.nodes else [])
-                            if not graph.nodes[k].in_use
-                        ],
-                    }
-
-                out.append(
-                    {
-                        "qemu": session.name,
-                        "address": session.address_text,
-                        "backend": session.kind,
-                        "drives": [
-                            {
-                                "name": d.name,
-                                "device": d.device,
-                                "chain": [
-                                    {
-                                        "node-name": i.node_name,
-                                        "file": i.filename,
-                                        "format": i.format,
-                                        "virtual-size": i.virtual_size,
-                                        "actual-size": i.actual_size,
-                                        "backing-file": i.backing_file,
-                                        "read-only": i.read_only,
-                                        "job": i.job,
-                                        **users(i),
-                                    }
-                                    for i in d.images
-                                ],
-                                "jobs": d.jobs,
-                            }
-                            for d in drives
-                        ],
-                        "jobs": [job_json(j) for j in jobs],
-                    }
-                )
-                continue
-            libvirt = session.kind == "libvirt"  # one group per domain: say which
-            if len(sessions) > 1 and not libvirt:
-                print(f"# {session.name} ({session.address_text})")
-            if not drives:
-                print(f"{session.name}: (no drives)" if libvirt else "(no drives)")
-            for d in drives:
-                print(f"{session.name + '/' if libvirt else ''}{d.name}: {d.notation()}")
-            for j in jobs:
-                print(job_line(j))
+            if graph is not None:
+                out.append(_session_json(session, drives, jobs, graph))
+            else:
+                _print_session(session, drives, jobs, many=len(sessions) > 1)
     finally:
         await hub.close()
     if as_json:
         print(json.dumps({"version": 1, "qemus": out}, indent=2))
     return 0
+
+
+def _session_json(session: Any, drives: list[Any], jobs: list[Any], graph: Any) -> dict[str, Any]:
+    """One QEMU (or libvirt domain) for ``chaintui chains --json``."""
+    from .backend.image_graph import image_key
+
+    def users(img: Any) -> dict[str, Any]:
+        key = image_key(session.name, img)
+        return {
+            "users": [
+                {"qemu": u.session, "drive": u.drive, "node-name": u.node_name,
+                 "read-only": u.read_only, "active": u.active}
+                for u in graph.users(key)
+            ],
+            "overlays-on-disk": [
+                k for k in (graph.nodes[key].children if key in graph.nodes else [])
+                if not graph.nodes[k].in_use
+            ],
+        }
+
+    return {
+        "qemu": session.name,
+        "address": session.address_text,
+        "backend": session.kind,
+        "drives": [
+            {
+                "name": d.name,
+                "device": d.device,
+                "chain": [
+                    {
+                        "node-name": i.node_name,
+                        "file": i.filename,
+                        "format": i.format,
+                        "virtual-size": i.virtual_size,
+                        "actual-size": i.actual_size,
+                        "backing-file": i.backing_file,
+                        "read-only": i.read_only,
+                        "job": i.job,
+                        **users(i),
+                    }
+                    for i in d.images
+                ],
+                "jobs": d.jobs,
+            }
+            for d in drives
+        ],
+        "jobs": [job_json(j) for j in jobs],
+    }
+
+
+def _print_session(session: Any, drives: list[Any], jobs: list[Any], many: bool) -> None:
+    libvirt = session.kind == "libvirt"  # one group per domain: say which
+    if many and not libvirt:
+        print(f"# {session.name} ({session.address_text})")
+    if not drives:
+        print(f"{session.name}: (no drives)" if libvirt else "(no drives)")
+    for d in drives:
+        print(f"{session.name + '/' if libvirt else ''}{d.name}: {d.notation()}")
+    for j in jobs:
+        print(job_line(j))
 
 
 async def _users(path: str, sockets: list[str], as_json: bool) -> int:
@@ -274,58 +279,67 @@ def _libvirt_missing(addresses: list[str]) -> str | None:
     try:
         import libvirt as _  # noqa: F401
     except ImportError:
-        from .backend.libvirt_session import INSTALL_HINT
+        from .backend.libvirt_conn import INSTALL_HINT
 
         return f"{libvirt[0]} is a libvirt address: {INSTALL_HINT}"
     return None
 
 
+def _main_chains(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="chaintui chains", description="Print every drive's backing chain and jobs.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("sockets", nargs="+", metavar="SOCKET")
+    args = p.parse_args(argv)
+    missing = _libvirt_missing(args.sockets)
+    if missing:
+        print(f"chaintui: {missing}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_chains(args.sockets, args.json))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main_users(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="chaintui users",
+                                description="Print who uses an image: drives, processes, overlays on disk.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("sockets", nargs="*", metavar="SOCKET", help="QMP sockets (default: config.toml endpoints)")
+    args = p.parse_args(argv)
+    sockets = list(args.sockets)
+    if not sockets:
+        from .config import ConfigError, load_endpoints
+
+        try:
+            sockets = [e.address for e in load_endpoints()]
+        except ConfigError as exc:
+            print(f"chaintui: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return asyncio.run(_users(args.file, sockets, args.json))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main_log(argv: list[str]) -> int:
+    from .backend.audit import AuditLog, default_path, format_entry
+
+    p = argparse.ArgumentParser(prog="chaintui log", description=f"Print the audit trail ({default_path()}).")
+    p.add_argument("--drive", help="only actions on this drive")
+    p.add_argument("--job", help="only actions on this job")
+    p.add_argument("--json", action="store_true", help="the JSON lines as stored")
+    args = p.parse_args(argv)
+    for entry in AuditLog().read(drive=args.drive, job=args.job):
+        print(json.dumps(entry, ensure_ascii=False) if args.json else format_entry(entry))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "chains":
-        p = argparse.ArgumentParser(prog="chaintui chains", description="Print every drive's backing chain and jobs.")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("sockets", nargs="+", metavar="SOCKET")
-        args = p.parse_args(argv[1:])
-        missing = _libvirt_missing(args.sockets)
-        if missing:
-            print(f"chaintui: {missing}", file=sys.stderr)
-            return 2
-        try:
-            return asyncio.run(_chains(args.sockets, args.json))
-        except KeyboardInterrupt:
-            return 130
-    if argv and argv[0] == "users":
-        p = argparse.ArgumentParser(prog="chaintui users",
-                                    description="Print who uses an image: drives, processes, overlays on disk.")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("file", metavar="FILE")
-        p.add_argument("sockets", nargs="*", metavar="SOCKET", help="QMP sockets (default: config.toml endpoints)")
-        args = p.parse_args(argv[1:])
-        sockets = list(args.sockets)
-        if not sockets:
-            from .config import ConfigError, load_endpoints
-
-            try:
-                sockets = [e.address for e in load_endpoints()]
-            except ConfigError as exc:
-                print(f"chaintui: {exc}", file=sys.stderr)
-                return 2
-        try:
-            return asyncio.run(_users(args.file, sockets, args.json))
-        except KeyboardInterrupt:
-            return 130
-    if argv and argv[0] == "log":
-        from .backend.audit import AuditLog, default_path, format_entry
-
-        p = argparse.ArgumentParser(prog="chaintui log", description=f"Print the audit trail ({default_path()}).")
-        p.add_argument("--drive", help="only actions on this drive")
-        p.add_argument("--job", help="only actions on this job")
-        p.add_argument("--json", action="store_true", help="the JSON lines as stored")
-        args = p.parse_args(argv[1:])
-        for entry in AuditLog().read(drive=args.drive, job=args.job):
-            print(json.dumps(entry, ensure_ascii=False) if args.json else format_entry(entry))
-        return 0
+    commands = {"chains": _main_chains, "users": _main_users, "log": _main_log}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     p = argparse.ArgumentParser(prog="chaintui", usage=USAGE, description="Live QEMU backing-chain operations.")
     p.add_argument("--version", action="version", version=f"chaintui {__version__}")
     p.add_argument("--demo", action="store_true", help="start a temporary chain on a real QEMU and open the UI")

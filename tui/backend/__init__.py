@@ -3,7 +3,8 @@
 Nothing in this package imports Textual; it is usable (and tested) without a screen.
 """
 
-from .chain import Drive, Image, build_drives, chain_notation
+from .block_graph import build_drives
+from .chain import Drive, Image, chain_notation
 from .errors import ChainTuiError, ConnectFailed, NotConnected, QMPCommandError, ValidationError
 from .hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
 from .jobs import Job, JobTracker

@@ -12,7 +12,7 @@ events are QEMU's (``BLOCK_JOB_COMPLETED`` with ``device``/``type``/``len``/
 ``JOB_STATUS_CHANGE``), and progress comes as ``query-block-jobs`` entries.  A
 backend whose engine speaks another language translates into these.
 
-Operations are :class:`~tui.backend.ops.Plan` objects of :class:`~tui.backend.ops.Step`
+Operations are :class:`~tui.backend.plan.Plan` objects of :class:`~tui.backend.plan.Step`
 objects.  A step is one command in the backend's own language (a QMP command,
 a libvirt call); :meth:`Backend.execute` sends it and ``Step.preview()`` says it
 for the operator (the dialog shows it before anything is sent).  The hub runs steps and never looks
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .chain import Drive, JobTarget, NodeInfoCache
     from .jobs import Job
-    from .ops import Plan, Step
+    from .plan import Plan, Step
     from .session import SessionState
 
 
@@ -124,6 +124,11 @@ class Backend(Protocol):
 
     async def read_drives(self, cache: NodeInfoCache) -> tuple[list[Drive], list[JobTarget]]:
         """The drives with their chains now (and nodes jobs write to outside any chain)."""
+        ...
+
+    async def read_structure(self) -> tuple[Any, ...] | None:
+        """The structure of what :meth:`read_drives` reads, cheap to compare (changed by another
+        client?); None when the backend cannot tell (the hub then relies on events)."""
         ...
 
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:

@@ -1,29 +1,14 @@
-"""The chain model: every drive's backing chain, built from QEMU's own view.
+"""The chain model: drives, their images bottom to top, and what earlier jobs left open.
 
-QEMU is asked for ``x-debug-query-block-graph`` (nodes and edges, including
-block-job nodes and filters), ``query-named-block-nodes`` (sizes, files,
-formats), ``query-block`` (device names, qemu-system) and
-``query-block-exports`` (NBD exports, qemu-storage-daemon).  The functions
-here are pure: they turn those answers into :class:`Drive` objects, so they
-can be tested on recorded answers as well as on a live QEMU.
+:mod:`tui.backend.block_graph` builds it from a QEMU's answers (read by
+:mod:`tui.backend.qmp_read`); the libvirt backend from libvirt's domain XML.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
-
-# Nodes QEMU inserts above an image while a job runs; never shown as images.
-FILTER_DRIVERS = frozenset(
-    {"copy-on-read", "mirror_top", "commit_top", "throttle", "preallocate", "compress", "snapshot-access"}
-)
-# Protocol nodes: the file under a format node; folded into it.
-PROTOCOL_DRIVERS = frozenset(
-    {"file", "host_device", "host_cdrom", "nbd", "nfs", "ssh", "http", "https", "ftp", "ftps",
-     "null-co", "null-aio", "iscsi", "rbd", "gluster", "nvme", "io_uring"}
-)
 
 
 @dataclass(frozen=True)
@@ -42,11 +27,15 @@ class Image:
     partial: bool = False  # only the structure is known yet; details are being read
 
     @property
+    def pseudo(self) -> bool:
+        """Its file name is a ``json:{...}`` pseudo name (see :func:`is_pseudo`)."""
+        return is_pseudo(self.filename)
+
+    @property
     def label(self) -> str:
-        name = self.filename
-        if name.startswith("json:"):
+        if self.pseudo:
             return self.node_name
-        return os.path.basename(name) or name
+        return os.path.basename(self.filename) or self.filename
 
 
 @dataclass(frozen=True)
@@ -109,19 +98,16 @@ class Drive:
         return chain_notation(img.label for img in self.images)
 
     @property
-    def busy(self) -> bool:
-        return bool(self.jobs)
-
-    @property
     def detached(self) -> bool:
         """A root node no device or export uses (qemu-storage-daemon keeps such nodes
         open, e.g. the old top after a pivot, until ``blockdev-del``)."""
         return not self.has_device and self.export is None and self.name == self.device
 
 
-def _label(info: dict[str, Any], node: str) -> str:
-    name = info.get(node, {}).get("file", "") or node
-    return node if name.startswith("json:") else os.path.basename(name)
+def is_pseudo(filename: str) -> bool:
+    """QEMU's ``json:{...}`` pseudo file name for an image opened with explicit options:
+    no file to point at, compare with or record as a backing file."""
+    return filename.startswith("json:")
 
 
 def chain_notation(labels: Any) -> str:
@@ -137,240 +123,6 @@ class JobTarget:
     node_name: str
     filename: str
     format: str
-
-
-def build_drives(
-    session: str,
-    graph: dict[str, Any],
-    named_nodes: list[dict[str, Any]],
-    block: list[dict[str, Any]] | None = None,
-    exports: list[dict[str, Any]] | None = None,
-) -> tuple[list[Drive], list[JobTarget]]:
-    """Turn QEMU's answers into drives (and the targets jobs write to)."""
-    info = {n["node-name"]: n for n in named_nodes if n.get("node-name")}
-    nodes = {n["id"]: n for n in graph.get("nodes", [])}
-    children: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    parents: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for e in graph.get("edges", []):
-        children[e["parent"]].append((e["name"], e["child"]))
-        parents[e["child"]].append((e["name"], e["parent"]))
-
-    held_by: dict[int, str] = {}
-    for nid, node in nodes.items():
-        if node["type"] == "block-job":
-            for _, child in children[nid]:
-                held_by.setdefault(child, node["name"])
-
-    # Device names: (name shown, block-backend name or None) for the node at a root.
-    # Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name).
-    device_of_root: dict[str, tuple[str, str | None]] = {}
-    for dev in block or []:
-        inserted = dev.get("inserted") or {}
-        root = inserted.get("node-name")
-        if not root:
-            continue
-        shown = qdev_id(dev.get("qdev")) or dev.get("device") or None
-        if shown:
-            device_of_root[root] = (shown, dev.get("device") or None)
-    export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
-
-    def driver(nid: int) -> str:
-        name = nodes[nid].get("name", "")
-        return info.get(name, {}).get("drv", "")
-
-    def child(nid: int, *roles: str) -> int | None:
-        for role in roles:
-            for name, c in children[nid]:
-                if name == role:
-                    return c
-        return None
-
-    candidates: list[Drive] = []
-    walked: dict[str, set[str]] = {}
-    drives: list[Drive] = []
-    targets: list[JobTarget] = []
-    for nid, node in sorted(nodes.items()):
-        if node["type"] != "block-driver":
-            continue
-        node_parents = parents[nid]
-        used = node["name"] in device_of_root or node["name"] in export_of_node
-        if not used and any(nodes[p]["type"] == "block-driver" for _, p in node_parents):
-            continue  # not a root
-        drv = driver(nid)
-        job_edges = [(role, p) for role, p in node_parents if nodes[p]["type"] == "block-job"]
-        target_of = next((nodes[p]["name"] for role, p in job_edges if role == "target"), None)
-        if drv in PROTOCOL_DRIVERS and not node_parents and node["name"] not in export_of_node:
-            continue  # a bare protocol node nobody uses
-        images: list[Image] = []
-        jobs: list[str] = []
-        cur: int | None = nid
-        seen: set[int] = set()
-        while cur is not None and cur not in seen:
-            seen.add(cur)
-            name = nodes[cur]["name"]
-            if cur in held_by and held_by[cur] not in jobs:
-                jobs.append(held_by[cur])
-            d = driver(cur)
-            if d in FILTER_DRIVERS:
-                cur = child(cur, "backing", "file")
-                continue
-            entry = info.get(name, {})
-            image = entry.get("image", {})
-            filename = entry.get("file") or image.get("filename", name)
-            if filename.startswith("json:"):
-                # opened with explicit options (-blockdev): the protocol child knows the file
-                proto = child(cur, "file")
-                if proto is not None:
-                    proto_file = info.get(nodes[proto]["name"], {}).get("file", "")
-                    if proto_file and not proto_file.startswith("json:"):
-                        filename = proto_file
-            images.append(
-                Image(
-                    node_name=name,
-                    filename=filename,
-                    format=d or image.get("format", "?"),
-                    virtual_size=int(image.get("virtual-size", 0)),
-                    actual_size=image.get("actual-size"),
-                    backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
-                    read_only=bool(entry.get("ro", False)),
-                    job=held_by.get(cur),
-                    partial=name not in info,
-                    users=tuple(
-                        _label(info, nodes[p]["name"])
-                        for role, p in parents[cur]
-                        if role == "backing" and p not in seen and nodes[p]["type"] == "block-driver"
-                        and driver(p) not in FILTER_DRIVERS
-                    ),
-                )
-            )
-            cur = child(cur, "backing")
-        walked[node["name"]] = {nodes[i]["name"] for i in seen if i != nid}
-        if not images:
-            continue
-        if target_of is not None:
-            top = images[0]
-            targets.append(JobTarget(target_of, top.node_name, top.filename, top.format))
-            continue
-        images.reverse()
-        top_name = images[-1].node_name
-        root_name = node["name"]
-        dev = device_of_root.get(root_name) or device_of_root.get(top_name)
-        export = export_of_node.get(root_name) or export_of_node.get(top_name)
-        if dev and dev[1]:
-            name, device, has_device = dev[0], dev[1], True
-        elif dev:
-            name, device, has_device = dev[0], top_name, False
-        elif export:
-            name, device, has_device = export, top_name, False
-        else:
-            name, device, has_device = top_name, top_name, False
-        # a backend's own name when query-block was not asked (qemu-storage-daemon has none)
-        candidates.append(
-            Drive(
-                session=session,
-                name=name,
-                device=device,
-                has_device=has_device,
-                images=images,
-                root_node=root_name,
-                jobs=jobs,
-                export=export,
-            )
-        )
-    # A node reached from another root (a filter above it: query-block names the
-    # image under an implicit filter) is not a drive of its own.
-    candidates = [
-        d
-        for d in candidates
-        if not any(o is not d and o.name == d.name and d.root_node in walked[o.root_node] for o in candidates)
-    ]
-    # A root nobody uses (only the monitor holds it) whose chain shares images
-    # with a used drive is what a pivot or active commit left behind: hide it.
-    used_nodes = {
-        img.node_name for d in candidates if d.has_device or d.export or d.name != d.device for img in d.images
-    }
-    name_to_id = {n.get("name"): nid for nid, n in nodes.items()}
-    leftovers: list[Drive] = []
-    for d in candidates:
-        named = d.has_device or d.export is not None or d.name != d.device
-        if not named and any(img.node_name in used_nodes for img in d.images):
-            leftovers.append(d)
-            continue
-        drives.append(d)
-    for left in leftovers:
-        for owner in drives:
-            mine = {img.node_name for img in owner.images}
-            if not any(img.node_name in mine for img in left.images):
-                continue
-            own = [img for img in reversed(left.images) if img.node_name not in mine]  # top first
-            if not own:
-                continue
-            deletable: list[str] = []
-            for img in own:
-                if not img.node_name.startswith("#"):  # QEMU closes the nodes it named itself with their parent
-                    deletable.append(img.node_name)
-                proto = child(name_to_id[img.node_name], "file") if img.node_name in name_to_id else None
-                proto_name = nodes[proto]["name"] if proto is not None else ""
-                if proto_name and not proto_name.startswith("#") and len(parents[proto]) == 1:
-                    deletable.append(proto_name)
-            owner.leftovers.append(
-                Leftover(
-                    node_name=left.root_node,
-                    labels=tuple(img.label for img in own),
-                    files=tuple(img.filename for img in own),
-                    nodes=tuple(img.node_name for img in own),
-                    deletable=tuple(deletable),
-                    held_by_job=left.jobs[0] if left.jobs else None,
-                )
-            )
-            break
-    drives.sort(key=lambda d: d.name)
-    _unique_names(drives)
-    return drives, targets
-
-
-def qdev_id(qdev: str | None) -> str | None:
-    """The id an operator gave a device (``-device ...,id=virtio-disk0``) from query-block's ``qdev``.
-
-    ``/machine/peripheral/virtio-disk0/virtio-backend`` -> ``virtio-disk0``; a device without an id
-    (``/machine/peripheral-anon/device[0]/...``) has none; old QEMU reports the bare id.
-    """
-    if not qdev:
-        return None
-    if not qdev.startswith("/"):
-        return qdev
-    parts = qdev.strip("/").split("/")
-    if len(parts) >= 3 and parts[0] == "machine" and parts[1] == "peripheral":
-        return parts[2]
-    return None
-
-
-def _unique_names(drives: list[Drive]) -> None:
-    """Never two drives with one name: a repeated name gets its root node name appended."""
-    seen: dict[str, int] = {}
-    for d in drives:
-        seen[d.name] = seen.get(d.name, 0) + 1
-    taken = {d.name for d in drives}
-    for d in drives:
-        if seen[d.name] > 1:
-            new = f"{d.name}({d.root_node})"
-            n = 2
-            while new in taken:
-                new = f"{d.name}({d.root_node})#{n}"
-                n += 1
-            taken.add(new)
-            d.name = new
-
-
-def graph_signature(graph: dict[str, Any]) -> tuple[Any, ...]:
-    """The structure of a block graph by names (QEMU's node ids are not stable between answers):
-    which nodes exist (type, name) and which child each holds in which role."""
-    nodes = {n["id"]: (n.get("type", ""), n.get("name", "")) for n in graph.get("nodes", [])}
-    edges = sorted(
-        (nodes.get(e["parent"], ("", "?")), e.get("name", ""), nodes.get(e["child"], ("", "?")))
-        for e in graph.get("edges", [])
-    )
-    return (tuple(sorted(nodes.values())), tuple(edges))
 
 
 BIG_GRAPH = 100  # nodes; above this, per-node details are re-read at most every NODE_INFO_MAX_AGE
@@ -405,37 +157,15 @@ class NodeInfoCache:
         self.sketched = True
         return True
 
-    async def get(self, session: Any, names: set[str], now: float) -> list[dict[str, Any]]:
-        if len(names) <= BIG_GRAPH or not names <= self.entries.keys() or now - self.at > NODE_INFO_MAX_AGE:
-            named = await session.execute("query-named-block-nodes", {"flat": True})
-            self.queries += 1
-            self.entries = {n["node-name"]: n for n in named if n.get("node-name")}
-            self.at = now
-            return named
+    def wants_query(self, names: set[str], now: float) -> bool:
+        """Ask QEMU again (small graph, new nodes, or details older than NODE_INFO_MAX_AGE)."""
+        return len(names) <= BIG_GRAPH or not names <= self.entries.keys() or now - self.at > NODE_INFO_MAX_AGE
+
+    def store(self, named: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        self.queries += 1
+        self.entries = {n["node-name"]: n for n in named if n.get("node-name")}
+        self.at = now
+        return named
+
+    def cached(self, names: set[str]) -> list[dict[str, Any]]:
         return [self.entries[n] for n in names]
-
-
-async def query_drives(
-    session: Any, cache: NodeInfoCache | None = None
-) -> tuple[list[Drive], list[JobTarget]]:
-    """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
-
-    With a cache, a big graph seen for the first time comes back as a sketch (images
-    with ``partial`` set); ask again for the details.
-    """
-    import time
-
-    graph = await session.execute("x-debug-query-block-graph")
-    if cache is not None:
-        cache.signature = graph_signature(graph)
-    if cache is None:
-        named = await session.execute("query-named-block-nodes", {"flat": True})
-    else:
-        names = {n["name"] for n in graph.get("nodes", []) if n.get("type") == "block-driver" and n.get("name")}
-        named = [] if cache.sketch_first(names, graph) else await cache.get(session, names, time.monotonic())
-    block = await session.execute("query-block")
-    try:
-        exports = await session.execute("query-block-exports")
-    except Exception:  # noqa: BLE001 - older QEMU without exports
-        exports = []
-    return build_drives(session.name, graph, named, block, exports)

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .audit import AuditLog
 from .backend import Backend, open_backends
-from .chain import Drive, JobTarget, NodeInfoCache, graph_signature
-from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
-from .jobs import ENDED_STATES, Job, JobTracker
-from .ops import Plan, Step, make_id, make_node_name
+from .changes import Change, DrivesChanged, JobsChanged, Listener, LogEntry, SessionChanged
+from .chain import Drive, JobTarget, NodeInfoCache
+from .errors import ChainTuiError, NotConnected, QMPCommandError
+from .hub_commands import HubCommands
+from .jobs import Job, JobTracker
 from .session import SessionState
 from .state import OwnedJobs
+
+__all__ = ["Change", "DrivesChanged", "Hub", "JobsChanged", "Listener", "LogEntry", "SessionChanged"]
 
 log = logging.getLogger(__name__)
 
@@ -35,37 +35,12 @@ POLL_INTERVAL = 0.2  # query-block-jobs while jobs run: 5 per second
 WATCH_INTERVAL = 1.0
 
 
-# -- what listeners hear ---------------------------------------------------
-@dataclass
-class SessionChanged:
-    session: Backend
+class Hub(HubCommands):
+    """Every backend the operator watches, their drives and jobs (see the module text).
 
+    What the operator does (plans, job commands) is in :class:`~tui.backend.hub_commands.HubCommands`.
+    """
 
-@dataclass
-class DrivesChanged:
-    session: str
-
-
-@dataclass
-class JobsChanged:
-    jobs: list[Job]
-    urgent: bool = True  # a state change (event, command); False for progress polls
-
-
-@dataclass
-class LogEntry:
-    text: str
-    session: str = ""
-    kind: str = "info"  # info, action, event, error, warning
-    when: float = field(default_factory=time.time)
-    data: Any = None
-
-
-Change = SessionChanged | DrivesChanged | JobsChanged | LogEntry
-Listener = Callable[[Change], None]
-
-
-class Hub:
     def __init__(
         self,
         poll_interval: float = POLL_INTERVAL,
@@ -409,10 +384,10 @@ class Hub:
         if sess is None or cache is None or cache.signature is None:
             return False
         started = time.perf_counter()
-        graph = await sess.execute("x-debug-query-block-graph")
+        signature = await sess.read_structure()
         self.structure_checks += 1
         self.last_check_ms[session] = (time.perf_counter() - started) * 1000
-        if graph_signature(graph) == cache.signature:
+        if signature is None or signature == cache.signature:
             return False
         self.schedule_refresh(session)
         return True
@@ -497,352 +472,6 @@ class Hub:
         except asyncio.CancelledError:
             pass
 
-    # -- lookups ---------------------------------------------------------
-    def all_drives(self) -> list[Drive]:
-        return [d for name in self.sessions for d in self.drives.get(name, [])]
-
-    def drive(self, session: str, name: str) -> Drive:
-        for d in self.drives.get(session, []):
-            if d.name == name:
-                return d
-        raise ValidationError(f"No drive {name!r} on {session}", "drive")
-
-    def planner(self, drive: Drive) -> Any:
-        """Who builds plans for this drive (its backend's :class:`~tui.backend.backend.Planner`)."""
-        sess = self.sessions.get(drive.session)
-        if sess is None:
-            raise NotConnected(f"No QEMU named {drive.session!r}")
-        return sess.planner
-
-    def taken_ids(self, session: str) -> set[str]:
-        return {j.id for j in self.tracker.for_session(session)}
-
-    def taken_node_names(self, session: str) -> set[str]:
-        names = {img.node_name for d in self.drives.get(session, []) for img in d.images}
-        names |= {t.node_name for t in self.targets.get(session, [])}
-        return names
-
-    def files_in_use(self, except_drive: Drive | None = None) -> dict[str, str]:
-        """Real paths of every image every open drive uses (but ``except_drive``'s), and by whom."""
-        out: dict[str, str] = {}
-        for d in self.all_drives():
-            if except_drive is not None and d.key == except_drive.key:
-                continue
-            for img in d.images:
-                if not img.filename.startswith("json:"):
-                    out[os.path.realpath(img.filename)] = f"{d.name} on {d.session} ({img.label})"
-        return out
-
-    def new_job_id(self, kind: str, drive: Drive) -> str:
-        return make_id(kind, drive.name, self.taken_ids(drive.session))
-
-    def new_node_name(self, target: str, drive: Drive) -> str:
-        return make_node_name(target, self.taken_node_names(drive.session))
-
-    # -- running ---------------------------------------------------------
-    async def execute(
-        self,
-        session: str,
-        command: str,
-        arguments: dict[str, Any] | None = None,
-        drive: str | None = None,
-        job: str | None = None,
-    ) -> Any:
-        """Send one command as an operator action: logged, audited, errors too.
-
-        ``drive`` and ``job`` say what the action is about, for the log and the audit trail.
-        """
-        sess = self.sessions.get(session)
-        if sess is None:
-            raise NotConnected(f"No QEMU named {session!r}")
-        sent: dict[str, Any] = {"command": command, "arguments": arguments, "job": job}
-        self.note(f"→ {command} {_args_text(arguments)}", session, "action", data=sent)
-
-        def audit(error: tuple[str, str] | None = None) -> None:
-            if self.audit is not None:
-                self.audit.record(sess.address_text, session, command, arguments, drive=drive, job=job, error=error)
-
-        try:
-            result = await sess.execute(command, arguments)
-        except QMPCommandError as exc:
-            sent["error"] = {"class": exc.error_class, "desc": exc.desc}  # QEMU's answer, for the traffic view
-            self.note(f"✗ {command}: {exc.desc}", session, "error", data={"class": exc.error_class})
-            audit((exc.error_class, exc.desc))
-            raise
-        except NotConnected as exc:
-            sent["error"] = {"class": "NotConnected", "desc": str(exc)}
-            self.note(f"✗ {command}: {exc}", session, "error")
-            audit(("NotConnected", str(exc)))
-            raise
-        sent["return"] = result
-        audit()
-        return result
-
-    async def run_plan(self, plan: Plan) -> list[Job]:
-        """Send a plan's commands in order; returns the jobs it started."""
-        started: list[Job] = []
-        for job_id in plan.job_ids:
-            old = self.tracker.get(plan.session, job_id)
-            if old is not None and not old.finished:
-                raise ValidationError(
-                    f"Job ID '{job_id}' is already in use by a {old.type} job on {old.drive or '?'}", "job"
-                )
-        self.note(plan.title, plan.session, "action")
-        if plan.override:  # the operator overrode the shared-image refusal: say so first
-            self.note(f"commit anyway: {len(plan.override)} images will see changed data", plan.session, "warning")
-            if self.audit is not None:
-                sess = self.sessions[plan.session]
-                self.audit.record(sess.address_text, plan.session, "override-shared-image-refusal",
-                                  {"plan": plan.title, "images": plan.override}, drive=plan.drive, job=next(iter(plan.job_ids), None))
-        for i, step in enumerate(plan.steps):
-            if step.starts_job:
-                self.tracker.remove(plan.session, step.starts_job)  # a finished namesake
-                job = self.tracker.ensure(plan.session, step.starts_job)
-                job.started_by_us = True
-                job.drive = plan.drive
-                job.target = plan.target if plan.kind in ("mirror", "copy") else None
-                job.type = step.job_type or job.type
-                # a mirror target chaintui created (not a reused file): offered for deletion if cancelled early
-                job.created_target = step.creates_target and plan.kind == "mirror"
-                job.speed = int(step.arguments.get("speed", 0))
-                job.active_commit = step.job_type == "commit" and step.ends_ready
-                job.launching = True
-            try:
-                await self.execute(plan.session, step.command, step.arguments, drive=plan.drive, job=step.starts_job)
-            except ChainTuiError as exc:
-                if step.command == "blockdev-del" and i > 0 and isinstance(exc, QMPCommandError) and (
-                    "Failed to find node" in exc.desc
-                ):
-                    # a node opened inside its parent's options: QEMU closed it with the parent
-                    self.note(f"{step.arguments.get('node-name')} was closed with its parent", plan.session)
-                    continue
-                if step.starts_job:
-                    # QEMU refused the job (or created it and failed it at once): a failed card says why
-                    reason = exc.desc if isinstance(exc, QMPCommandError) else str(exc)
-                    job = self.tracker.get(plan.session, step.starts_job)
-                    if f"'{step.starts_job}'" in reason and "in use" in reason:
-                        # the id belongs to a job of another client: that job is not ours to mark
-                        if job is not None and job.launching:
-                            self.tracker.remove(plan.session, step.starts_job)
-                    elif job is not None and job.finished:
-                        # QEMU created the job and failed it at once (events came first)
-                        job.launching = False
-                        if job.result != "failed":
-                            job.outcome = job.result = None
-                            self.tracker.fail_start(plan.session, step.starts_job, reason)
-                    else:
-                        self.tracker.fail_start(plan.session, step.starts_job, f"QEMU refused to start it: {reason}")
-                    if self.tracker.get(plan.session, step.starts_job) is not None:
-                        self._emit(JobsChanged([self.tracker.ensure(plan.session, step.starts_job)]))
-                if i > 0:
-                    self.note(
-                        f"step {i + 1} of {len(plan.steps)} failed; steps before it took effect",
-                        plan.session,
-                        "error",
-                    )
-                    self.schedule_refresh(plan.session)
-                raise
-            if step.starts_job:
-                job = self.tracker.ensure(plan.session, step.starts_job)
-                job.launching = False
-                job.started_at = time.monotonic()
-                if self.owned is not None:
-                    self.owned.add(self.sessions[plan.session].address_text, plan.session, job.id, drive=job.drive,
-                                   operation=plan.kind, target=job.target, active_commit=job.active_commit)
-                started.append(job)
-                self._emit(JobsChanged([job]))
-            if step.changes_chain and i + 1 < len(plan.steps):
-                await self.refresh(plan.session)
-        self.schedule_refresh(plan.session)
-        self._ensure_poller(plan.session, force=True)
-        return started
-
-    # -- job control -----------------------------------------------------
-    def _job(self, session: str, job_id: str) -> Job:
-        job = self.tracker.get(session, job_id)
-        if job is None:
-            raise ValidationError(f"No job {job_id!r} on {session}", "job")
-        return job
-
-    def _live_job(self, session: str, job_id: str, hint: str = "") -> Job:
-        """A job that has not ended yet and whose QEMU is there (else a ValidationError saying why not)."""
-        job = self._job(session, job_id)
-        if job.finished:
-            raise ValidationError(f"Job {job_id} has already ended ({job.outcome}){hint}", "job")
-        why = self.unreachable(job)
-        if why:
-            raise ValidationError(why, "job")
-        return job
-
-    async def _job_step(self, job: Job, step: Step) -> Any:
-        """Send a job command the backend built; an error it explains becomes a ValidationError."""
-        try:
-            return await self.execute(job.session, step.command, step.arguments, drive=job.drive, job=job.id)
-        except QMPCommandError as exc:
-            if exc.error_class in step.explain:
-                raise ValidationError(step.explain[exc.error_class], "job") from None
-            raise
-
-    def _control(self, session: str) -> Any:
-        sess = self.sessions.get(session)
-        if sess is None:
-            raise NotConnected(f"No QEMU named {session!r}")
-        return sess.control
-
-    def unreachable(self, job: Job) -> str:
-        """Why no command can reach a job's QEMU now ('' when one can)."""
-        sess = self.sessions.get(job.session)
-        if sess is None:
-            return f"{job.session} is no longer watched: nothing can reach {job.id}"
-        if not sess.connected or job.lost:
-            tries = self.retries.get(job.session, 0)
-            again = f", retried {tries} time{'s' if tries != 1 else ''}" if tries else ""
-            return (
-                f"{job.id} is lost: the connection to {job.session} is gone ({sess.last_error or sess.state.value}"
-                f"{again}); nothing can reach the job until QEMU answers again"
-            )
-        return ""
-
-    async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
-        job = self._live_job(session, job_id, "; nothing to cancel")
-        step = self._control(session).cancel(job, force)
-        job.cancel_requested = True
-        try:
-            await self._job_step(job, step)
-        except ChainTuiError:
-            job.cancel_requested = False
-            raise
-        self._ensure_poller(session, force=True)
-
-    async def complete(self, session: str, job_id: str) -> None:
-        job = self._live_job(session, job_id)
-        if not job.ready:
-            raise ValidationError(
-                f"Job {job_id} is not ready yet ({job.status}, {job.progress:.0%}): "
-                "finish is possible once source and target are in sync",
-                "job",
-            )
-        step = self._control(session).complete(job)
-        job.complete_requested = True
-        await self._job_step(job, step)
-        self._ensure_poller(session, force=True)
-
-    async def pause(self, session: str, job_id: str) -> None:
-        job = self._live_job(session, job_id)
-        job.user_paused = True  # before the command: its "paused" event is the operator's, not QEMU's own
-        try:
-            await self._job_step(job, self._control(session).pause(job))
-        except ChainTuiError:
-            job.user_paused = False
-            raise
-        job._touch()
-        self._emit(JobsChanged([job]))
-
-    async def resume(self, session: str, job_id: str) -> None:
-        job = self._live_job(session, job_id)
-        await self._job_step(job, self._control(session).resume(job))
-        job.user_paused = False
-        job._touch()
-        self._emit(JobsChanged([job]))
-        self._ensure_poller(session, force=True)
-
-    async def toggle_pause(self, session: str, job_id: str) -> bool:
-        """Pause a running job or resume a paused one; True when now paused."""
-        job = self._job(session, job_id)
-        if job.user_paused or (job.paused and job.io_status != "ok"):
-            await self.resume(session, job_id)
-            return False
-        await self.pause(session, job_id)
-        return True
-
-    async def set_speed(self, session: str, job_id: str, speed: int) -> None:
-        job = self._live_job(session, job_id)
-        if speed < 0:
-            raise ValidationError("Speed limit must not be negative", "speed")
-        await self._job_step(job, self._control(session).set_speed(job, int(speed)))
-        job.speed = int(speed)
-        job._touch()
-        self._emit(JobsChanged([job]))
-
-    async def write_blocking(self, session: str, job_id: str) -> None:
-        """Switch a mirror to copy-mode write-blocking (QEMU 8.2+: block-job-change)."""
-        job = self._live_job(session, job_id)
-        await self._job_step(job, self._control(session).write_blocking(job))
-        self.note(f"job {job_id}: copy mode write-blocking (guest writes now wait for the target)", session)
-
-    async def dismiss(self, session: str, job_id: str) -> None:
-        """Forget a finished job (and dismiss it in QEMU if it still lingers there)."""
-        job = self._job(session, job_id)
-        if not job.finished and job.status not in ENDED_STATES:
-            raise ValidationError(f"Job {job_id} is still {job.status}: cancel it first", "job")
-        step = self._control(session).dismiss(job)
-        sess = self.sessions.get(session)
-        if step is not None and sess is not None and sess.connected:
-            try:
-                await self._job_step(job, step)
-            except QMPCommandError:
-                pass
-        self.tracker.remove(session, job_id)
-        self._emit(JobsChanged([job]))
-
-    def incomplete_target(self, job: Job) -> str | None:
-        """The target file a mirror left behind when it was cancelled before it was in sync, if chaintui made it."""
-        if job.type != "mirror" or job.result != "cancelled" or job.ready or not job.created_target:
-            return None
-        if not job.target or not os.path.isfile(job.target):
-            return None
-        return job.target
-
-    async def delete_incomplete_target(self, session: str, job_id: str) -> str:
-        """Delete what :meth:`incomplete_target` names, once no open drive or job uses it; then dismiss the job."""
-        job = self._job(session, job_id)
-        path = self.incomplete_target(job)
-        if path is None:
-            raise ValidationError(f"{job.id} left no incomplete target to delete", "job")
-        if job.session in self.sessions and self.sessions[job.session].connected:
-            await self.refresh(job.session)
-        real = os.path.realpath(path)
-        users = self.files_in_use()
-        if real in users or any(os.path.realpath(t.filename) == real for ts in self.targets.values() for t in ts):
-            raise ValidationError(f"{path} is still open ({users.get(real, 'a job target')}): not deleted", "target")
-        await asyncio.to_thread(os.unlink, path)
-        self.note(f"deleted the incomplete target {path} of the cancelled {job.id}", job.session, "action")
-        await self.dismiss(session, job_id)
-        return path
-
-    async def dismiss_finished(self) -> list[Job]:
-        """Dismiss every job that completed (QEMU's job-dismiss for those it still keeps).
-
-        Failed, cancelled and lost jobs stay: each is dismissed on its own, once read.
-        """
-        done = [j for j in self.tracker.ordered() if j.finished and j.succeeded]
-        for job in done:
-            await self.dismiss(job.session, job.id)
-        return done
-
-    # -- waiting (tests, CLI) --------------------------------------------
-    async def wait_job(
-        self, session: str, job_id: str, until: Callable[[Job], bool], timeout: float = 30.0
-    ) -> Job:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            job = self.tracker.get(session, job_id)
-            if job is not None and until(job):
-                return job
-            if loop.time() > deadline:
-                state = job.state_text if job else "unknown"
-                raise TimeoutError(f"job {job_id} did not reach the expected state (now {state})")
-            await asyncio.sleep(0.02)
-
-    async def settle(self, session: str) -> None:
-        """Wait until pending refreshes of a session are done."""
-        for _ in range(500):
-            task = self._refreshers.get(session)
-            if (task is None or task.done()) and session not in self._refresh_dirty:
-                return
-            await asyncio.sleep(0.01)
-
     async def close(self) -> None:
         self._closed = True
         for handle in self._held_pauses.values():
@@ -859,14 +488,6 @@ class Hub:
                 pass
         for sess in list(self.sessions.values()):
             await sess.close()
-
-
-def _args_text(arguments: dict[str, Any] | None) -> str:
-    if not arguments:
-        return ""
-    import json
-
-    return json.dumps(arguments, ensure_ascii=False)
 
 
 def _describe_event(name: str, data: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ops import human_size
+from .fmt import human_size
 
 # QEMU's job states (JobStatus in qapi/job.json) in which a job still holds nodes.
 ACTIVE_STATES = frozenset({"created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting"})
@@ -216,12 +216,22 @@ class Job:
                            reason=reason)
 
     @property
+    def io_error(self) -> bool:
+        """QEMU reports an I/O error for the job (``io-status`` failed or nospace)."""
+        return self.io_status not in ("ok", "", None)
+
+    @property
+    def stopped_on_error(self) -> bool:
+        """Paused by QEMU on an I/O error (on-error stop/enospc): resume retries, cancel needs force."""
+        return self.paused and self.io_error
+
+    @property
     def state_text(self) -> str:
         if self.outcome is not None:
             return self.outcome
         if self.lost:
             return "lost (connection to its QEMU gone)"
-        if self.io_status not in ("ok", "", None) and self.paused:
+        if self.stopped_on_error:
             return f"error ({self.io_status}), paused"
         if self.is_paused:
             return "paused"

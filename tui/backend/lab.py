@@ -9,21 +9,27 @@ the temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from .ops import make_node_name
+from qemu.qmp import ExecuteError, QMPClient, QMPError
 
+from .plan import make_node_name
+
+T = TypeVar("T")
 MiB = 1 << 20
 REQUIRED_TOOLS = ("qemu-img", "qemu-io", "qemu-storage-daemon")
 DEBIAN_PACKAGES = "qemu-utils qemu-system-x86"
@@ -101,8 +107,8 @@ class LabQemu:
         """Ask QEMU to quit (closing its images cleanly), kill it if it will not."""
         if self.alive:
             try:
-                _qmp_oneshot(self.ctl, "quit")
-            except OSError:
+                _on_monitor(self.ctl, _quit, timeout=5.0)
+            except (QMPError, OSError, asyncio.TimeoutError):
                 pass
             try:
                 self.proc.wait(timeout)
@@ -122,22 +128,32 @@ class LabQemu:
             self.proc.wait()
 
 
-def _qmp_oneshot(path: Path, command: str, timeout: float = 5.0) -> None:
-    """Send one command over a fresh QMP connection (used to quit cleanly)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        f = s.makefile("rwb")
-        f.readline()  # greeting
-        f.write(b'{"execute":"qmp_capabilities"}\n')
-        f.flush()
-        f.readline()
-        f.write(json.dumps({"execute": command}).encode() + b"\n")
-        f.flush()
+def _on_monitor(path: Path, talk: Callable[[QMPClient], Awaitable[T]], timeout: float = 10.0) -> T:
+    """Run ``talk`` on a fresh ``qemu.qmp`` connection to one of the lab's own monitors.
+
+    The lab is synchronous and may be called from inside a running event loop (an
+    async test): the conversation runs on its own loop in a short-lived thread."""
+
+    async def conversation() -> T:
+        client = QMPClient("chaintui-lab")
+        await asyncio.wait_for(client.connect(str(path)), timeout)
         try:
-            f.readline()
-        except OSError:
-            pass
+            return await asyncio.wait_for(talk(client), timeout)
+        finally:
+            try:
+                await client.disconnect()
+            except (QMPError, EOFError, OSError):
+                pass  # QEMU went away first (after quit)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, conversation()).result()
+
+
+async def _quit(client: QMPClient) -> None:
+    try:
+        await client.execute("quit")
+    except (QMPError, EOFError, OSError):
+        pass  # QEMU may close the connection before it answers
 
 
 @dataclass
@@ -267,50 +283,9 @@ class Lab:
             if p.exists():
                 p.unlink()
         if kind == "qsd":
-            args = ["qemu-storage-daemon"]
-            top_nodes = []
-            for top, drive in zip(tops, drives):
-                if named_nodes:
-                    spec = self._blockdev_spec(Path(top))
-                else:
-                    fmt = "raw" if str(top).endswith(".raw") else "qcow2"
-                    spec = {
-                        "driver": fmt,
-                        "node-name": make_node_name(str(top), set(top_nodes)),
-                        "file": {"driver": "file", "filename": str(Path(top).resolve())},
-                    }
-                top_nodes.append(spec["node-name"])
-                args += ["--blockdev", json.dumps(spec)]
-            for i, sock in enumerate((qmp, ctl, spare)):
-                args += ["--chardev", f"socket,path={_keyval(sock)},server=on,wait=off,id=m{i}", "--monitor", f"chardev=m{i}"]
-            args += [
-                "--nbd-server", f"addr.type=unix,addr.path={_keyval(nbd)}",
-            ]
-            for drive, node in zip(drives, top_nodes):
-                args += ["--export", f"type=nbd,id={drive},node-name={node},name={drive},writable=on"]
+            args = self._qsd_args(tops, drives, named_nodes, (qmp, ctl, spare), nbd)
         elif kind in ("system", "libvirt", "q35"):
-            machine = "none" if kind == "system" else "q35"
-            args = ["qemu-system-x86_64", "-M", machine, "-nodefaults", "-display", "none", "-accel", "tcg"]
-            if kind != "system":
-                args.append("-S")  # the CPUs never run: no firmware, no guest writes
-            if kind == "libvirt":
-                counter = 0
-                for i, top in enumerate(tops):
-                    specs, counter = self._libvirt_blockdevs(Path(top), counter)
-                    for spec in specs:
-                        args += ["-blockdev", json.dumps(spec)]
-                    args += ["-device", f"virtio-blk-pci,drive={specs[-1]['node-name']},id=virtio-disk{i},share-rw=on"]
-                drives = [f"virtio-disk{i}" for i in range(len(tops))]
-            else:
-                for i, (top, drive) in enumerate(zip(tops, drives)):
-                    fmt = "raw" if str(top).endswith(".raw") else "qcow2"
-                    args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
-                    if kind == "q35":
-                        args += ["-device", f"virtio-blk-pci,drive={drive},id=virtio-disk{i},share-rw=on"]
-                if kind == "q35":
-                    drives = [f"virtio-disk{i}" for i in range(len(tops))]
-            for sock in (qmp, ctl, spare):
-                args += ["-qmp", f"unix:{_keyval(sock)},server=on,wait=off"]
+            args, drives = self._system_args(kind, tops, drives, (qmp, ctl, spare))
         else:
             raise LabError(f"unknown QEMU kind {kind!r}")
         with open(logf, "wb") as log:
@@ -320,17 +295,72 @@ class Lab:
             )
         q = LabQemu(kind, proc, qmp, nbd, list(drives), logf, ctl, spare)
         self.processes.append(q)
-        deadline = time.monotonic() + timeout
-        while not (qmp.exists() and ctl.exists() and spare.exists()):
-            if proc.poll() is not None:
-                raise LabError(f"{args[0]} exited with {proc.returncode}: {logf.read_text(errors='replace').strip()}")
-            if time.monotonic() > deadline:
-                q.kill()
-                raise LabError(f"{args[0]} did not open its QMP socket within {timeout:g} s")
-            time.sleep(0.005)
+        self._wait_for_monitors(q, args[0], timeout)
         if kind != "qsd":
             self._export_system(q)
         return q
+
+    def _qsd_args(self, tops: list[Path], drives: list[str], named_nodes: bool, monitors: tuple[Path, ...],
+                  nbd: Path) -> list[str]:
+        """qemu-storage-daemon: one --blockdev per top (its backing files opened by QEMU unless
+        ``named_nodes``), a monitor per socket, an NBD export per drive."""
+        args = ["qemu-storage-daemon"]
+        top_nodes: list[str] = []
+        for top, _drive in zip(tops, drives):
+            if named_nodes:
+                spec = self._blockdev_spec(Path(top))
+            else:
+                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                spec = {
+                    "driver": fmt,
+                    "node-name": make_node_name(str(top), set(top_nodes)),
+                    "file": {"driver": "file", "filename": str(Path(top).resolve())},
+                }
+            top_nodes.append(spec["node-name"])
+            args += ["--blockdev", json.dumps(spec)]
+        for i, sock in enumerate(monitors):
+            args += ["--chardev", f"socket,path={_keyval(sock)},server=on,wait=off,id=m{i}", "--monitor", f"chardev=m{i}"]
+        args += ["--nbd-server", f"addr.type=unix,addr.path={_keyval(nbd)}"]
+        for drive, node in zip(drives, top_nodes):
+            args += ["--export", f"type=nbd,id={drive},node-name={node},name={drive},writable=on"]
+        return args
+
+    def _system_args(self, kind: str, tops: list[Path], drives: list[str],
+                     monitors: tuple[Path, ...]) -> tuple[list[str], list[str]]:
+        """qemu-system-x86_64 (``-M none``, or a q35 that never runs its CPUs) and the drives'
+        names as it calls them."""
+        machine = "none" if kind == "system" else "q35"
+        args = ["qemu-system-x86_64", "-M", machine, "-nodefaults", "-display", "none", "-accel", "tcg"]
+        if kind != "system":
+            args.append("-S")  # the CPUs never run: no firmware, no guest writes
+        if kind == "libvirt":
+            counter = 0
+            for i, top in enumerate(tops):
+                specs, counter = self._libvirt_blockdevs(Path(top), counter)
+                for spec in specs:
+                    args += ["-blockdev", json.dumps(spec)]
+                args += ["-device", f"virtio-blk-pci,drive={specs[-1]['node-name']},id=virtio-disk{i},share-rw=on"]
+        else:
+            for i, (top, drive) in enumerate(zip(tops, drives)):
+                fmt = "raw" if str(top).endswith(".raw") else "qcow2"
+                args += ["-drive", f"if=none,id={drive},file={_keyval(Path(top).resolve())},format={fmt}"]
+                if kind == "q35":
+                    args += ["-device", f"virtio-blk-pci,drive={drive},id=virtio-disk{i},share-rw=on"]
+        if kind in ("libvirt", "q35"):
+            drives = [f"virtio-disk{i}" for i in range(len(tops))]
+        for sock in monitors:
+            args += ["-qmp", f"unix:{_keyval(sock)},server=on,wait=off"]
+        return args, drives
+
+    def _wait_for_monitors(self, q: LabQemu, program: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not (q.qmp.exists() and q.ctl.exists() and q.spare.exists()):
+            if q.proc.poll() is not None:
+                raise LabError(f"{program} exited with {q.proc.returncode}: {q.log.read_text(errors='replace').strip()}")
+            if time.monotonic() > deadline:
+                q.kill()
+                raise LabError(f"{program} did not open its QMP socket within {timeout:g} s")
+            time.sleep(0.005)
 
     def _libvirt_blockdevs(self, top: Path, counter: int) -> tuple[list[dict], int]:
         """A chain as libvirt opens it: one ``-blockdev`` per layer and per file, bottom first,
@@ -376,36 +406,24 @@ class Lab:
 
     def _export_system(self, q: LabQemu) -> None:
         """qemu-system: add the NBD server and exports over QMP (a writer plays the guest)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(str(q.ctl))
-            f = s.makefile("rwb")
 
-            def cmd(execute: str, arguments: dict | None = None) -> dict:
-                msg = {"execute": execute}
-                if arguments:
-                    msg["arguments"] = arguments
-                f.write(json.dumps(msg).encode() + b"\n")
-                f.flush()
-                while True:
-                    reply = json.loads(f.readline())
-                    if "return" in reply or "error" in reply:
-                        if "error" in reply:
-                            raise LabError(f"{execute}: {reply['error'].get('desc')}")
-                        return reply["return"]
-
-            f.readline()
-            cmd("qmp_capabilities")
-            cmd("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
+        async def export(client: QMPClient) -> None:
+            await client.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
             block = {}
-            for d in cmd("query-block"):
+            for d in await client.execute("query-block"):
                 block[d["device"]] = d
                 qdev = d.get("qdev") or ""
                 if qdev.startswith("/machine/peripheral/"):
                     block[qdev.split("/")[3]] = d
             for drive in q.drives:
                 node = block[drive]["inserted"]["node-name"]
-                cmd("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive, "writable": True})
+                await client.execute("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive,
+                                                          "writable": True})
+
+        try:
+            _on_monitor(q.ctl, export)
+        except ExecuteError as exc:
+            raise LabError(f"exporting the drives of {q.qmp.stem}: {exc}") from None
 
     def close(self) -> None:
         for q in self.processes:

@@ -10,7 +10,7 @@ import os
 import uuid
 from xml.sax.saxutils import quoteattr
 
-from .libvirt_session import load_libvirt
+from .libvirt_conn import load_libvirt
 
 
 def domain_xml(name: str, disks: list[str]) -> str:

@@ -17,7 +17,7 @@ from . import ops
 from .chain import Drive
 from .errors import ValidationError
 from .jobs import Job
-from .ops import Plan, Step
+from .plan import Plan, Step
 
 if TYPE_CHECKING:
     from .libvirt_session import LibvirtSession
@@ -80,8 +80,7 @@ class LibvirtPlanner(_Calls):
                     shared: list[str] | None = None) -> Plan:
         self._check_idle(drive)
         plan = ops.plan_stream(drive, base, speed, job_id, shared=shared)
-        args = plan.steps[0].arguments
-        plan.steps = [self.pull(drive, args.get("base-node"), int(args.get("speed", 0)), job_id)]
+        plan.steps = [self.pull(drive, plan.steps[0].arguments.get("base-node"), plan.steps[0].speed, job_id)]
         return plan
 
     def plan_commit(self, drive: Drive, base: str, top: str | None, speed: Any, job_id: str,
@@ -89,7 +88,7 @@ class LibvirtPlanner(_Calls):
         self._check_idle(drive)
         plan = ops.plan_commit(drive, base, top, speed, job_id, shared=shared, override=override)
         qmp = plan.steps[0]
-        bandwidth = int(qmp.arguments.get("speed", 0))
+        bandwidth = qmp.speed
         top_node = qmp.arguments.get("top-node")
         base_node = qmp.arguments["base-node"]
         # no RELATIVE: libvirt refuses it for chains recorded with absolute names, and cannot tell beforehand
@@ -115,11 +114,12 @@ class LibvirtPlanner(_Calls):
         self._check_idle(drive)
         plan = ops.plan_mirror(drive, target, fmt, sync, speed, job_id, mode=mode, copy_mode=copy_mode,
                                in_use=in_use, here=self.session.local)
-        plan.steps = [self.copy_step(drive, plan.steps[0].arguments, job_id)]
+        plan.steps = [self.copy_step(drive, plan.steps[0], job_id)]
         return plan
 
-    def copy_step(self, drive: Drive, qmp: dict[str, Any], job_id: str) -> Step:
-        target, fmt, bandwidth = qmp["target"], qmp["format"], int(qmp.get("speed", 0))
+    def copy_step(self, drive: Drive, mirror: Step, job_id: str) -> Step:
+        qmp, bandwidth = mirror.arguments, mirror.speed
+        target, fmt = qmp["target"], qmp["format"]
         flags, virsh = [], ["blockcopy", self.session.domain, drive.name, "--dest", target, "--format", fmt]
         if qmp["sync"] == "top":
             flags.append("VIR_DOMAIN_BLOCK_COPY_SHALLOW")
@@ -143,7 +143,7 @@ class LibvirtPlanner(_Calls):
                          virsh, starts_job=job_id, job_type="mirror", ends_ready=True,
                          creates_target="VIR_DOMAIN_BLOCK_COPY_REUSE_EXT" not in flags)
 
-    def snapshot_step(self, drive: Drive, target: str, note: str = "") -> Step:
+    def snapshot_step(self, drive: Drive, target: str) -> Step:
         disks = "".join(
             f"<disk name={quoteattr(d)} snapshot='external'><source file={quoteattr(target)}/></disk>"
             if d == drive.name else f"<disk name={quoteattr(d)} snapshot='no'/>"
@@ -155,7 +155,7 @@ class LibvirtPlanner(_Calls):
         virsh = ["snapshot-create-as", self.session.domain, "--disk-only", "--atomic", "--no-metadata",
                  "--diskspec", f"{drive.name},snapshot=external,file={target}"]
         virsh += [w for d in self.session.disks if d != drive.name for w in ("--diskspec", f"{d},snapshot=no")]
-        return self.step("snapshotCreateXML", {"xmlDesc": xml, "flags": flags}, virsh, note=note,
+        return self.step("snapshotCreateXML", {"xmlDesc": xml, "flags": flags}, virsh,
                          changes_chain=True)
 
     def plan_snapshot(self, drive: Drive, target: str, node_name: str, fmt: str = "qcow2",
@@ -170,13 +170,11 @@ class LibvirtPlanner(_Calls):
         self._check_idle(drive)
         plan = ops.plan_copy(drive, target, method, fmt, speed, job_id, node_name, in_use=in_use,
                              here=self.session.local)
-        if plan.steps[0].command == "drive-mirror":
-            plan.steps = [self.copy_step(drive, plan.steps[0].arguments, job_id)]
+        if plan.steps[0].job_type == "mirror":
+            plan.steps = [self.copy_step(drive, plan.steps[0], job_id)]
             return plan
-        bandwidth = int(plan.steps[1].arguments.get("speed", 0))
-        pull = self.pull(drive, None, bandwidth, job_id)
-        pull.note = "step 2: pull the chain into it"
-        plan.steps = [self.snapshot_step(drive, plan.target or target, "step 1: snapshot into the destination"), pull]
+        pull = self.pull(drive, None, plan.steps[1].speed, job_id)
+        plan.steps = [self.snapshot_step(drive, plan.target or target), pull]
         return plan
 
 

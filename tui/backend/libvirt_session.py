@@ -19,18 +19,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
 from .chain import Drive, Image, JobTarget, NodeInfoCache
 from .errors import ConnectFailed, NotConnected, QMPCommandError
+from .libvirt_conn import Connection, load_libvirt, on_loop, split_address
 from .session import SessionState
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'chaintui[libvirt]' (the libvirt-python package; it builds against libvirt-dev)"
 JOB_TYPES = {1: "stream", 2: "mirror", 3: "commit", 4: "commit", 5: "backup"}
 # what chaintui sends and what it does in libvirt-python; arguments are keyword names of the call
 CALLS = ("blockPull", "blockRebase", "blockCommit", "blockCopy", "snapshotCreateXML", "blockJobAbort",
@@ -38,123 +37,11 @@ CALLS = ("blockPull", "blockRebase", "blockCommit", "blockCopy", "snapshotCreate
 PRIVATE_KEYS = ("job-id", "virsh")  # chaintui's own notes in a step's arguments, not sent to libvirt
 
 
-def load_libvirt() -> Any:
-    try:
-        import libvirt
-    except ImportError:
-        raise ConnectFailed(f"libvirt addresses need the libvirt Python binding: {INSTALL_HINT}") from None
-    global _quiet
-    if not _quiet:
-        # libvirt prints every error to stderr, where the terminal UI draws; they arrive as exceptions anyway
-        libvirt.registerErrorHandler(lambda ctx, err: None, None)
-        _quiet = True
-    return libvirt
-
-
-_quiet = False
-
-
-def split_address(address: str) -> tuple[str, str | None]:
-    """``qemu:///system#vm1`` -> (``qemu:///system``, ``vm1``)."""
-    uri, _, domain = address.partition("#")
-    return uri, domain or None
-
-
-class _Connection:
-    """One libvirt connection, shared by the sessions of its domains, opened off the loop."""
-
-    _open: dict[tuple[str, int], _Connection] = {}
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.conn: Any = None
-        self.users = 0
-        self.loop = asyncio.get_running_loop()
-        self.closed_callbacks: list[Callable[[str], None]] = []
-
-    @classmethod
-    async def get(cls, uri: str) -> _Connection:
-        libvirt = load_libvirt()
-        _ensure_event_loop()
-        key = (uri, id(asyncio.get_running_loop()))
-        conn = cls._open.get(key)
-        if conn is None or conn.conn is None:
-            conn = cls(uri)
-            try:
-                conn.conn = await asyncio.to_thread(libvirt.open, uri)
-            except libvirt.libvirtError as exc:
-                raise ConnectFailed(f"{uri}: {exc.get_error_message() or exc}") from None
-            conn.conn.registerCloseCallback(_on_loop(conn.loop, conn._on_close), None)
-            cls._open[key] = conn
-        conn.users += 1
-        return conn
-
-    def _on_close(self, conn: Any, reason: int, opaque: Any) -> None:
-        self.conn = None
-        for cb in list(self.closed_callbacks):
-            cb(f"libvirt connection to {self.uri} closed (reason {reason})")
-
-    async def release(self) -> None:
-        self.users -= 1
-        if self.users > 0 or self.conn is None:
-            return
-        conn, self.conn = self.conn, None
-        self._open.pop((self.uri, id(self.loop)), None)
-        try:
-            conn.unregisterCloseCallback()
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            await asyncio.to_thread(conn.close)
-        except Exception:  # noqa: BLE001 - closing a dead connection
-            pass
-
-
-_event_thread: threading.Thread | None = None
-
-
-def _ensure_event_loop() -> None:
-    """libvirt's event loop, once per process, in a thread of its own.
-
-    ``libvirtaio`` would run it on the asyncio loop, but libvirt then calls the loop's
-    ``add_reader``/``call_later`` from whichever thread makes a libvirt call, and every
-    call here runs in a worker thread (``asyncio.to_thread``) to keep the screen free:
-    not thread-safe (events got lost).  It also binds to one asyncio loop per process.
-    libvirt's default implementation is thread-safe; its callbacks are handed to the
-    asyncio loop with ``call_soon_threadsafe``.
-    """
-    global _event_thread
-    if _event_thread is not None:
-        return
-    libvirt = load_libvirt()
-    libvirt.virEventRegisterDefaultImpl()
-
-    def run() -> None:
-        while True:
-            if libvirt.virEventRunDefaultImpl() < 0:
-                log.error("libvirt event loop failed")
-
-    _event_thread = threading.Thread(target=run, name="libvirt-events", daemon=True)
-    _event_thread.start()
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None]) -> Callable[..., None]:
-    """A libvirt callback (called in libvirt's event thread) that runs ``fn`` on the asyncio loop."""
-
-    def callback(*args: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is gone: nobody listens any more
-            pass
-
-    return callback
-
-
 async def open_domains(address: str, name: str | None = None) -> list[LibvirtSession]:
     """A session per running domain of ``address`` (or just the one after ``#``)."""
     libvirt = load_libvirt()
     uri, only = split_address(address)
-    conn = await _Connection.get(uri)
+    conn = await Connection.get(uri)
     try:
         if only:
             try:
@@ -181,7 +68,7 @@ class LibvirtSession:
 
     kind = "libvirt"
 
-    def __init__(self, conn: _Connection, dom: Any, name: str, address: str) -> None:
+    def __init__(self, conn: Connection, dom: Any, name: str, address: str) -> None:
         from .libvirt_plans import LibvirtControl, LibvirtPlanner
 
         self._conn = conn
@@ -252,12 +139,12 @@ class LibvirtSession:
         self.persistent = bool(await asyncio.to_thread(self.dom.isPersistent))
         loop = asyncio.get_running_loop()
         self._callback_ids.append(("any", conn.domainEventRegisterAny(
-            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, _on_loop(loop, self._on_block_job), None)))
+            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, on_loop(loop, self._on_block_job), None)))
         self._callback_ids.append(("any", conn.domainEventRegisterAny(
-            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, _on_loop(loop, self._on_lifecycle), None)))
+            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_loop(loop, self._on_lifecycle), None)))
         # read-only: QEMU's own events, for the reason a job failed (does not taint the domain)
         self._callback_ids.append(("qemu", libvirt_qemu.qemuMonitorEventRegister(
-            conn, self.dom, None, _on_loop(loop, self._on_qemu_event), None, 0)))
+            conn, self.dom, None, on_loop(loop, self._on_qemu_event), None, 0)))
         self._conn.closed_callbacks.append(self._on_conn_closed)
         self.generation += 1
         self._set_state(SessionState.CONNECTED)
@@ -353,6 +240,9 @@ class LibvirtSession:
         return drives, []
 
     # -- Backend: progress -----------------------------------------------
+    async def read_structure(self) -> tuple[Any, ...] | None:
+        return None  # libvirt reports its own changes as events
+
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """blockJobInfo for every disk; libvirt cannot list ended jobs (their end is an event)."""
         return await self._scan_jobs(), None

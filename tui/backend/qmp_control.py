@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import ValidationError
 from .jobs import Job
-from .ops import Step
+from .plan import Step
 
 
 def _step(command: str, arguments: dict[str, Any], **kw: Any) -> Step:
@@ -18,7 +18,7 @@ class QmpControl:
 
     def cancel(self, job: Job, force: bool) -> Step:
         args: dict[str, Any] = {"device": job.id}
-        if force or job.user_paused or job.paused and job.io_status != "ok":
+        if force or job.user_paused or job.stopped_on_error:
             args["force"] = True
         return _step("block-job-cancel", args)
 

@@ -22,7 +22,8 @@ from qemu.qmp.protocol import Runstate
 
 from .errors import ConnectFailed, NotConnected, QMPCommandError
 from . import ops
-from .chain import Drive, JobTarget, NodeInfoCache, query_drives
+from . import qmp_read
+from .chain import Drive, JobTarget, NodeInfoCache
 from .qmp_control import QmpControl
 from .remote import SshTunnel, parse_ssh
 
@@ -136,7 +137,7 @@ class QemuSession:
     """
 
     kind = "qmp"
-    planner: Any = ops
+    planner: Any = ops  # the module's plan_* functions
     control = QmpControl()
 
     def __init__(self, address: str, name: str | None = None, *, reconnect: bool = True) -> None:
@@ -158,7 +159,6 @@ class QemuSession:
         self.reconnect = reconnect
         self.state = SessionState.CONNECTING
         self.last_error = ""
-        self.connected_once = False
         self.generation = 0  # increments on every successful (re)connect
         self._client: QMPClient | None = None
         self._polls = 0
@@ -167,7 +167,6 @@ class QemuSession:
         self._first_attempt: asyncio.Future[None] | None = None
         self._event_callbacks: list[EventCallback] = []
         self._state_callbacks: list[StateCallback] = []
-        self._traffic_callbacks: list[Callable[[QemuSession, str, Mapping[str, Any] | None, Any], None]] = []
 
     # -- subscribers -----------------------------------------------------
     def subscribe_events(self, callback: EventCallback) -> None:
@@ -175,9 +174,6 @@ class QemuSession:
 
     def subscribe_state(self, callback: StateCallback) -> None:
         self._state_callbacks.append(callback)
-
-    def subscribe_traffic(self, callback: Callable[[QemuSession, str, Mapping[str, Any] | None, Any], None]) -> None:
-        self._traffic_callbacks.append(callback)
 
     @property
     def connected(self) -> bool:
@@ -196,16 +192,16 @@ class QemuSession:
         return address_warning(self.address)
 
     async def read_drives(self, cache: NodeInfoCache) -> tuple[list[Drive], list[JobTarget]]:
-        return await query_drives(self, cache)
+        return await qmp_read.read_drives(self, cache)
+
+    async def read_structure(self) -> tuple[Any, ...]:
+        return await qmp_read.read_structure(self)
 
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """query-block-jobs every time; query-jobs (concluded jobs, vanished ones, jobs that are
         not block jobs) only when asked or when the job counts disagree."""
-        block_jobs = await self.execute("query-block-jobs")
         self._polls += 1
-        jobs = None
-        if full or len(block_jobs) != open_jobs:
-            jobs = await self.execute("query-jobs")
+        block_jobs, jobs = await qmp_read.read_jobs(self, full, open_jobs)
         return block_jobs, jobs
 
     def _set_state(self, state: SessionState) -> None:
@@ -266,7 +262,6 @@ class QemuSession:
                 continue
             attempt = 0
             self._client = client
-            self.connected_once = True
             self.generation += 1
             self.last_error = ""
             reader = asyncio.create_task(self._read_events(client), name=f"qmp-events-{self.name}")
@@ -325,28 +320,14 @@ class QemuSession:
         if self.state is not SessionState.CLOSED:
             self._set_state(SessionState.CLOSED)
 
-    async def wait_connected(self, timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.connected:
-            if loop.time() > deadline:
-                raise NotConnected(f"{self.name}: not connected ({self.last_error or 'timed out'})")
-            await asyncio.sleep(0.02)
-
     # -- commands --------------------------------------------------------
     async def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
         client = self._client
         if client is None or not self.connected:
             raise NotConnected(f"{self.name}: not connected to QEMU ({self.last_error or self.state.value})")
         try:
-            result = await client.execute(command, dict(arguments) if arguments else None)
+            return await client.execute(command, dict(arguments) if arguments else None)
         except ExecuteError as exc:
-            err = QMPCommandError(command, exc.error_class, str(exc))
-            for cb in list(self._traffic_callbacks):
-                cb(self, command, arguments, err)
-            raise err from None
+            raise QMPCommandError(command, exc.error_class, str(exc)) from None
         except (StateError, ExecInterruptedError, EOFError, OSError) as exc:
             raise NotConnected(f"{self.name}: connection to QEMU lost during {command}") from exc
-        for cb in list(self._traffic_callbacks):
-            cb(self, command, arguments, result)
-        return result

@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from ..backend.ops import human_size
+from ..backend.fmt import human_size
 from ..backend.usage import Candidate
 
 

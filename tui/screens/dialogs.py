@@ -22,7 +22,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from ..backend.errors import ValidationError
-from ..backend.ops import Plan, format_for_target
+from ..backend.plan import Plan
+from ..backend.targets import format_for_target
 from ..widgets.path_input import PathInput
 from .picker import PickerScreen
 

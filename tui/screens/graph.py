@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ..backend.ops import human_size
-from ..backend.usage import drive_keys
+from ..backend.fmt import human_size
+from ..backend.image_graph import drive_keys
 from ..messages import DrivesUpdated, UsageUpdated
 from ..widgets.image_tree import ImageTree
 

@@ -13,11 +13,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 
-from ..backend import ops
+from ..backend import ops, plan as plans, targets
 from ..backend.chain import Drive
 from ..backend.errors import ValidationError
 from ..backend.jobs import Job
-from ..backend.usage import describe_dependents, drive_keys, image_key, shared_with_others
+from ..backend.image_graph import describe_dependents, drive_keys, image_key, shared_with_others
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
 from ..widgets.path_input import PathInput
@@ -268,7 +268,7 @@ class MainScreen(Screen[None]):
         if drive is not None:
             dialog.chain_now = lambda: self._labels_now(drive)
 
-        def done(plan: ops.Plan | None) -> None:
+        def done(plan: plans.Plan | None) -> None:
             if plan is not None:
                 self.chain_app.launch(plan)
 
@@ -351,7 +351,7 @@ class MainScreen(Screen[None]):
         # the default format follows the source: a raw disk stays raw
         default = drive.active.format if drive.active.format in formats else formats[0]
         ext = "raw" if default == "raw" else "qcow2"
-        target = PathInput(value=ops.suggest_target(drive, suffix, ext), placeholder="/path/to/new-image.qcow2")
+        target = PathInput(value=targets.suggest_target(drive, suffix, ext), placeholder="/path/to/new-image.qcow2")
         labels = {
             "qcow2": "qcow2: thin, can have a backing file",
             "raw": "raw: no backing file, thin only where the file system supports it",
@@ -430,7 +430,7 @@ class MainScreen(Screen[None]):
         if drive is None:
             return
         hub = self.chain_app.hub
-        target = PathInput(value=ops.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
+        target = PathInput(value=targets.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
         in_use = hub.files_in_use(except_drive=drive)
         self._open(
             PlanDialog(

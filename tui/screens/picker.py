@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Label, Static
 
-from ..backend.ops import IMAGE_SUFFIXES
+from ..backend.targets import IMAGE_SUFFIXES
 
 
 class ImageTree(DirectoryTree):

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, RichLog
 
 from ..backend.hub import LogEntry
-from ..backend.ops import clock_text
+from ..backend.fmt import clock_text
 
 
 def job_traffic(

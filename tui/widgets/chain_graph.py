@@ -18,7 +18,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..backend.chain import Drive, Image
-from ..backend.ops import human_size
+from ..backend.fmt import human_size
 
 BLOCK = 4  # lines per image: three for the box, one for the arrow below it
 MAX_BOX = 76

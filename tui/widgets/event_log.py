@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from ..backend.hub import LogEntry
-from ..backend.ops import clock_text
+from ..backend.fmt import clock_text
 
 KIND_STYLE = {"action": "cyan", "event": "", "error": "bold red", "warning": "yellow", "info": "dim"}
 

@@ -23,8 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..backend.ops import human_size
-from ..backend.usage import GraphNode, ImageGraph
+from ..backend.fmt import human_size
+from ..backend.image_graph import GraphNode, ImageGraph
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from ..backend.jobs import Job
-from ..backend.ops import human_duration, human_size
+from ..backend.fmt import human_duration, human_size
 
 SPARK = "▁▂▃▄▅▆▇█"
 # query-block-jobs io-status → the errno class QEMU saw (BLOCK_JOB_ERROR carries none)

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
 
-from ..backend.ops import IMAGE_SUFFIXES
+from ..backend.targets import IMAGE_SUFFIXES
 
 
 def completions(text: str) -> tuple[str, list[str]]:

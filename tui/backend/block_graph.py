@@ -1,0 +1,292 @@
+"""QEMU's block graph turned into drives: pure functions of QEMU's answers.
+
+:mod:`tui.backend.qmp_read` asks QEMU for ``x-debug-query-block-graph`` (nodes and edges, including
+block-job nodes and filters), ``query-named-block-nodes`` (sizes, files,
+formats), ``query-block`` (device names, qemu-system) and
+``query-block-exports`` (NBD exports, qemu-storage-daemon).  The functions
+here turn those answers into :class:`~tui.backend.chain.Drive` objects, so they
+can be tested on recorded answers as well as on a live QEMU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any
+
+from .chain import Drive, Image, JobTarget, Leftover, is_pseudo
+
+# Nodes QEMU inserts above an image while a job runs; never shown as images.
+FILTER_DRIVERS = frozenset(
+    {"copy-on-read", "mirror_top", "commit_top", "throttle", "preallocate", "compress", "snapshot-access"}
+)
+# Protocol nodes: the file under a format node; folded into it.
+PROTOCOL_DRIVERS = frozenset(
+    {"file", "host_device", "host_cdrom", "nbd", "nfs", "ssh", "http", "https", "ftp", "ftps",
+     "null-co", "null-aio", "iscsi", "rbd", "gluster", "nvme", "io_uring"}
+)
+
+
+
+
+def _label(info: dict[str, Any], node: str) -> str:
+    name = info.get(node, {}).get("file", "") or node
+    return node if is_pseudo(name) else os.path.basename(name)
+
+
+class _Graph:
+    """QEMU's block graph indexed for walking: nodes by id, edges both ways, node details by name."""
+
+    def __init__(self, graph: dict[str, Any], named_nodes: list[dict[str, Any]]) -> None:
+        self.info = {n["node-name"]: n for n in named_nodes if n.get("node-name")}
+        self.nodes = {n["id"]: n for n in graph.get("nodes", [])}
+        self.children: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        self.parents: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for e in graph.get("edges", []):
+            self.children[e["parent"]].append((e["name"], e["child"]))
+            self.parents[e["child"]].append((e["name"], e["parent"]))
+        self.held_by: dict[int, str] = {}  # node id -> the job holding it
+        for nid, node in self.nodes.items():
+            if node["type"] == "block-job":
+                for _, child in self.children[nid]:
+                    self.held_by.setdefault(child, node["name"])
+        self.ids = {n.get("name"): nid for nid, n in self.nodes.items()}
+
+    def name(self, nid: int) -> str:
+        return self.nodes[nid].get("name", "")
+
+    def driver(self, nid: int) -> str:
+        return self.info.get(self.name(nid), {}).get("drv", "")
+
+    def child(self, nid: int, *roles: str) -> int | None:
+        for role in roles:
+            for name, c in self.children[nid]:
+                if name == role:
+                    return c
+        return None
+
+    def is_format(self, nid: int) -> bool:
+        return self.nodes[nid]["type"] == "block-driver"
+
+    def image(self, nid: int, seen: set[int]) -> Image:
+        """The image a format node is; ``seen``: the chain walked so far (its users outside it are named)."""
+        name = self.name(nid)
+        entry = self.info.get(name, {})
+        image = entry.get("image", {})
+        filename = entry.get("file") or image.get("filename", name)
+        if is_pseudo(filename):
+            # opened with explicit options (-blockdev): the protocol child knows the file
+            proto = self.child(nid, "file")
+            if proto is not None:
+                proto_file = self.info.get(self.name(proto), {}).get("file", "")
+                if proto_file and not is_pseudo(proto_file):
+                    filename = proto_file
+        return Image(
+            node_name=name,
+            filename=filename,
+            format=self.driver(nid) or image.get("format", "?"),
+            virtual_size=int(image.get("virtual-size", 0)),
+            actual_size=image.get("actual-size"),
+            backing_file=image.get("backing-filename") or entry.get("backing_file") or None,
+            read_only=bool(entry.get("ro", False)),
+            job=self.held_by.get(nid),
+            partial=name not in self.info,
+            users=tuple(
+                _label(self.info, self.name(p))
+                for role, p in self.parents[nid]
+                if role == "backing" and p not in seen and self.is_format(p) and self.driver(p) not in FILTER_DRIVERS
+            ),
+        )
+
+    def walk(self, root: int) -> tuple[list[Image], list[str], set[int]]:
+        """A root's chain through filters and backing children: images (top first), the jobs
+        holding any of its nodes, and every node walked."""
+        images: list[Image] = []
+        jobs: list[str] = []
+        cur: int | None = root
+        seen: set[int] = set()
+        while cur is not None and cur not in seen:
+            seen.add(cur)
+            if cur in self.held_by and self.held_by[cur] not in jobs:
+                jobs.append(self.held_by[cur])
+            if self.driver(cur) in FILTER_DRIVERS:
+                cur = self.child(cur, "backing", "file")
+                continue
+            images.append(self.image(cur, seen))
+            cur = self.child(cur, "backing")
+        return images, jobs, seen
+
+
+def _device_names(block: list[dict[str, Any]] | None) -> dict[str, tuple[str, str | None]]:
+    """Device names by the node at their root: (name shown, block-backend name or None).
+    Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name)."""
+    device_of_root: dict[str, tuple[str, str | None]] = {}
+    for dev in block or []:
+        inserted = dev.get("inserted") or {}
+        root = inserted.get("node-name")
+        if not root:
+            continue
+        shown = qdev_id(dev.get("qdev")) or dev.get("device") or None
+        if shown:
+            device_of_root[root] = (shown, dev.get("device") or None)
+    return device_of_root
+
+
+def build_drives(
+    session: str,
+    graph: dict[str, Any],
+    named_nodes: list[dict[str, Any]],
+    block: list[dict[str, Any]] | None = None,
+    exports: list[dict[str, Any]] | None = None,
+) -> tuple[list[Drive], list[JobTarget]]:
+    """Turn QEMU's answers into drives (and the targets jobs write to)."""
+    g = _Graph(graph, named_nodes)
+    device_of_root = _device_names(block)
+    export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
+    candidates: list[Drive] = []
+    walked: dict[str, set[str]] = {}
+    targets: list[JobTarget] = []
+    for nid, node in sorted(g.nodes.items()):
+        if not g.is_format(nid):
+            continue
+        node_parents = g.parents[nid]
+        used = node["name"] in device_of_root or node["name"] in export_of_node
+        if not used and any(g.is_format(p) for _, p in node_parents):
+            continue  # not a root
+        target_of = next((g.name(p) for role, p in node_parents if role == "target" and g.nodes[p]["type"] == "block-job"),
+                         None)
+        if g.driver(nid) in PROTOCOL_DRIVERS and not node_parents and node["name"] not in export_of_node:
+            continue  # a bare protocol node nobody uses
+        images, jobs, seen = g.walk(nid)
+        walked[node["name"]] = {g.name(i) for i in seen if i != nid}
+        if not images:
+            continue
+        if target_of is not None:
+            top = images[0]
+            targets.append(JobTarget(target_of, top.node_name, top.filename, top.format))
+            continue
+        images.reverse()
+        candidates.append(_drive(session, node["name"], images, jobs, device_of_root, export_of_node))
+    # A node reached from another root (a filter above it: query-block names the
+    # image under an implicit filter) is not a drive of its own.
+    candidates = [
+        d
+        for d in candidates
+        if not any(o is not d and o.name == d.name and d.root_node in walked[o.root_node] for o in candidates)
+    ]
+    drives = _attach_leftovers(candidates, g)
+    drives.sort(key=lambda d: d.name)
+    _unique_names(drives)
+    return drives, targets
+
+
+def _drive(session: str, root_name: str, images: list[Image], jobs: list[str],
+           device_of_root: dict[str, tuple[str, str | None]], export_of_node: dict[str, str]) -> Drive:
+    """A chain's drive, named by its device, else its export, else its top node."""
+    top_name = images[-1].node_name
+    dev = device_of_root.get(root_name) or device_of_root.get(top_name)
+    export = export_of_node.get(root_name) or export_of_node.get(top_name)
+    if dev and dev[1]:
+        name, device, has_device = dev[0], dev[1], True
+    elif dev:
+        name, device, has_device = dev[0], top_name, False
+    elif export:
+        name, device, has_device = export, top_name, False
+    else:
+        name, device, has_device = top_name, top_name, False
+    return Drive(session=session, name=name, device=device, has_device=has_device, images=images,
+                 root_node=root_name, jobs=jobs, export=export)
+
+
+def _attach_leftovers(candidates: list[Drive], g: _Graph) -> list[Drive]:
+    """The drives; a root nobody uses (only the monitor holds it) whose chain shares images
+    with a used drive is what a pivot or active commit left behind: a leftover of that drive."""
+    used_nodes = {
+        img.node_name for d in candidates if d.has_device or d.export or d.name != d.device for img in d.images
+    }
+    drives: list[Drive] = []
+    leftovers: list[Drive] = []
+    for d in candidates:
+        named = d.has_device or d.export is not None or d.name != d.device
+        if not named and any(img.node_name in used_nodes for img in d.images):
+            leftovers.append(d)
+            continue
+        drives.append(d)
+    for left in leftovers:
+        for owner in drives:
+            mine = {img.node_name for img in owner.images}
+            if not any(img.node_name in mine for img in left.images):
+                continue
+            own = [img for img in reversed(left.images) if img.node_name not in mine]  # top first
+            if not own:
+                continue
+            owner.leftovers.append(
+                Leftover(
+                    node_name=left.root_node,
+                    labels=tuple(img.label for img in own),
+                    files=tuple(img.filename for img in own),
+                    nodes=tuple(img.node_name for img in own),
+                    deletable=tuple(_deletable(own, g)),
+                    held_by_job=left.jobs[0] if left.jobs else None,
+                )
+            )
+            break
+    return drives
+
+
+def _deletable(own: list[Image], g: _Graph) -> list[str]:
+    """What blockdev-del closes, in order: nodes opened by name, and their files opened by name
+    that nothing else uses (QEMU closes the nodes it named itself with their parent)."""
+    deletable: list[str] = []
+    for img in own:
+        if not img.node_name.startswith("#"):
+            deletable.append(img.node_name)
+        proto = g.child(g.ids[img.node_name], "file") if img.node_name in g.ids else None
+        proto_name = g.name(proto) if proto is not None else ""
+        if proto_name and not proto_name.startswith("#") and len(g.parents[proto]) == 1:
+            deletable.append(proto_name)
+    return deletable
+
+
+def qdev_id(qdev: str | None) -> str | None:
+    """The id an operator gave a device (``-device ...,id=virtio-disk0``) from query-block's ``qdev``.
+
+    ``/machine/peripheral/virtio-disk0/virtio-backend`` -> ``virtio-disk0``; a device without an id
+    (``/machine/peripheral-anon/device[0]/...``) has none; old QEMU reports the bare id.
+    """
+    if not qdev:
+        return None
+    if not qdev.startswith("/"):
+        return qdev
+    parts = qdev.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "machine" and parts[1] == "peripheral":
+        return parts[2]
+    return None
+
+
+def _unique_names(drives: list[Drive]) -> None:
+    """Never two drives with one name: a repeated name gets its root node name appended."""
+    seen: dict[str, int] = {}
+    for d in drives:
+        seen[d.name] = seen.get(d.name, 0) + 1
+    taken = {d.name for d in drives}
+    for d in drives:
+        if seen[d.name] > 1:
+            new = f"{d.name}({d.root_node})"
+            n = 2
+            while new in taken:
+                new = f"{d.name}({d.root_node})#{n}"
+                n += 1
+            taken.add(new)
+            d.name = new
+
+
+def graph_signature(graph: dict[str, Any]) -> tuple[Any, ...]:
+    """The structure of a block graph by names (QEMU's node ids are not stable between answers):
+    which nodes exist (type, name) and which child each holds in which role."""
+    nodes = {n["id"]: (n.get("type", ""), n.get("name", "")) for n in graph.get("nodes", [])}
+    edges = sorted(
+        (nodes.get(e["parent"], ("", "?")), e.get("name", ""), nodes.get(e["child"], ("", "?")))
+        for e in graph.get("edges", [])
+    )
+    return (tuple(sorted(nodes.values())), tuple(edges))

@@ -1,0 +1,188 @@
+"""The image graph: live chains and image files on disk joined into one tree.
+
+Bases at the root, overlays as branches, each node with its live users (drive,
+QEMU, read-only or read-write) and its overlays on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .chain import Drive, Image, JobTarget
+from .disk_scan import DiskImage
+
+
+@dataclass(frozen=True)
+class LiveUse:
+    """A drive that has an image in its chain."""
+
+    session: str
+    drive: str
+    node_name: str
+    read_only: bool
+    active: bool
+    job: str | None = None
+
+    @property
+    def text(self) -> str:
+        mode = "rw" if not self.read_only else "ro"
+        return f"{self.drive}@{self.session} {mode}" + (" active" if self.active else "")
+
+
+@dataclass
+class GraphNode:
+    key: str  # real path, or SESSION:NODE for an image without a file name
+    label: str
+    format: str
+    virtual_size: int
+    actual_size: int | None
+    backing: str | None  # key of its backing image
+    live: list[LiveUse] = field(default_factory=list)
+    on_disk: bool = False
+    target_of: str | None = None  # a job writes to it
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.live) or self.target_of is not None
+
+    @property
+    def active(self) -> bool:
+        return any(u.active for u in self.live)
+
+
+def image_key(session: str, img: Image) -> str:
+    if img.partial or img.pseudo or "://" in img.filename or not img.filename.startswith("/"):
+        return f"{session}:{img.node_name}"
+    return os.path.realpath(img.filename)
+
+
+def drive_keys(drive: Drive) -> list[str]:
+    """The graph keys of a drive's chain, base first."""
+    return [image_key(drive.session, img) for img in drive.images]
+
+
+class ImageGraph:
+    """Everything known, as a forest: bases at the roots, overlays as branches."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, GraphNode] = {}
+        self.roots: list[str] = []
+
+    @classmethod
+    def build(
+        cls,
+        drives: Iterable[Drive],
+        targets: Iterable[tuple[str, JobTarget]] = (),
+        disk: dict[str, DiskImage] | None = None,
+    ) -> ImageGraph:
+        g = cls()
+        nodes = g.nodes
+        for path, d in (disk or {}).items():
+            nodes[path] = GraphNode(
+                path, os.path.basename(path), d.format, d.virtual_size, d.actual_size, d.backing, on_disk=True
+            )
+        for drive in drives:
+            keys = drive_keys(drive)
+            for i, (img, key) in enumerate(zip(drive.images, keys)):
+                node = nodes.get(key)
+                if node is None:
+                    node = nodes[key] = GraphNode(
+                        key, img.label, img.format, img.virtual_size, img.actual_size, None
+                    )
+                elif not img.partial:
+                    node.format, node.virtual_size = img.format, img.virtual_size
+                    node.actual_size = img.actual_size if img.actual_size is not None else node.actual_size
+                node.backing = keys[i - 1] if i > 0 else (node.backing if node.on_disk and img.backing_file else None)
+                node.live.append(
+                    LiveUse(drive.session, drive.name, img.node_name, img.read_only and i < len(keys) - 1,
+                            i == len(keys) - 1, img.job)
+                )
+        for session, t in targets:
+            key = os.path.realpath(t.filename) if t.filename.startswith("/") else f"{session}:{t.node_name}"
+            node = nodes.get(key)
+            if node is None:
+                node = nodes[key] = GraphNode(key, os.path.basename(t.filename) or t.node_name, t.format, 0, None, None)
+            node.target_of = f"{t.job}@{session}"
+        for key, node in nodes.items():
+            if node.backing is not None and node.backing in nodes and node.backing != key:
+                nodes[node.backing].children.append(key)
+            elif node.backing is not None and node.backing not in nodes:
+                pass  # backing file outside the directories looked at: a root here
+        for node in nodes.values():
+            node.children.sort(key=lambda k: (not nodes[k].in_use, nodes[k].label, k))
+        roots = [k for k, n in nodes.items() if n.backing is None or n.backing not in nodes or n.backing == k]
+        roots.sort(key=lambda k: (not _subtree_live(nodes, k), nodes[k].label, k))
+        # nodes in a backing loop (broken images) are reached from no root: show them as roots
+        reached = set()
+        for r in roots:
+            reached.update(g.walk(r))
+        for k in nodes:
+            if k not in reached:
+                roots.append(k)
+                reached.update(g.walk(k))
+        g.roots = roots
+        return g
+
+    def walk(self, key: str) -> Iterable[str]:
+        """``key`` and everything that backs onto it, depth first (loops stopped)."""
+        seen: set[str] = set()
+        stack = [key]
+        while stack:
+            k = stack.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            yield k
+            stack.extend(reversed(self.nodes[k].children))
+
+    def dependents(self, key: str, exclude: Iterable[str] = ()) -> list[str]:
+        """Every image that backs onto ``key``, directly or not, but those in ``exclude``."""
+        skip = set(exclude)
+        return [k for k in self.walk(key) if k != key and k not in skip]
+
+    def users(self, key: str) -> list[LiveUse]:
+        node = self.nodes.get(key)
+        return list(node.live) if node else []
+
+    def overlays_on_disk(self, key: str) -> list[str]:
+        node = self.nodes.get(key)
+        return [c for c in node.children if self.nodes[c].on_disk] if node else []
+
+    def describe(self, key: str) -> str:
+        """How an image is used, in a few words: ``drive0@qsd1 rw``, ``on disk only``."""
+        node = self.nodes[key]
+        if node.live:
+            return ", ".join(u.text for u in node.live)
+        if node.target_of:
+            return f"target of job {node.target_of}"
+        return "on disk only"
+
+
+def _subtree_live(nodes: dict[str, GraphNode], key: str) -> bool:
+    stack, seen = [key], set()
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        if nodes[k].in_use:
+            return True
+        stack.extend(nodes[k].children)
+    return False
+
+
+def shared_with_others(graph: ImageGraph, drive: Drive, base_key: str) -> list[str]:
+    """Images outside ``drive``'s chain that back onto ``base_key`` (and would see a commit into it)."""
+    return graph.dependents(base_key, exclude=drive_keys(drive))
+
+
+def describe_dependents(graph: ImageGraph, keys: list[str]) -> list[str]:
+    out = []
+    for k in keys:
+        node = graph.nodes[k]
+        where = k if k.startswith("/") else node.label
+        out.append(f"{where} ({graph.describe(k)})")
+    return out

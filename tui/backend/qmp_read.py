@@ -1,0 +1,64 @@
+"""What chaintui reads from a QEMU over QMP: the one home of its queries.
+
+Commands that change anything are built elsewhere, each in one function: the
+operations in :mod:`tui.backend.ops`, job control in :mod:`tui.backend.qmp_control`.
+``tests/test_qmp_home.py`` holds the list.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .block_graph import build_drives, graph_signature
+from .chain import Drive, JobTarget, NodeInfoCache
+
+async def read_graph(session: Any) -> dict[str, Any]:
+    """The block graph: nodes and edges, including block-job nodes and filters."""
+    return await session.execute("x-debug-query-block-graph")
+
+
+async def read_structure(session: Any) -> tuple[Any, ...]:
+    """The block graph's structure by names (see :func:`~tui.backend.block_graph.graph_signature`)."""
+    return graph_signature(await read_graph(session))
+
+
+async def read_named_nodes(session: Any) -> list[dict[str, Any]]:
+    return await session.execute("query-named-block-nodes", {"flat": True})
+
+
+async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple[list[Drive], list[JobTarget]]:
+    """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
+
+    With a cache, a big graph seen for the first time comes back as a sketch (images
+    with ``partial`` set); ask again for the details.
+    """
+    graph = await read_graph(session)
+    if cache is None:
+        named = await read_named_nodes(session)
+    else:
+        cache.signature = graph_signature(graph)
+        names = {n["name"] for n in graph.get("nodes", []) if n.get("type") == "block-driver" and n.get("name")}
+        now = time.monotonic()
+        if cache.sketch_first(names, graph):
+            named = []
+        elif cache.wants_query(names, now):
+            named = cache.store(await read_named_nodes(session), now)
+        else:
+            named = cache.cached(names)
+    block = await session.execute("query-block")
+    try:
+        exports = await session.execute("query-block-exports")
+    except Exception:  # noqa: BLE001 - older QEMU without exports
+        exports = []
+    return build_drives(session.name, graph, named, block, exports)
+
+
+async def read_jobs(
+    session: Any, full: bool, open_jobs: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """``query-block-jobs`` (progress) every time; ``query-jobs`` (concluded and vanished jobs, jobs that
+    are not block jobs) only when ``full`` or when QEMU's count disagrees with the ``open_jobs`` we know."""
+    block_jobs = await session.execute("query-block-jobs")
+    jobs = await session.execute("query-jobs") if full or len(block_jobs) != open_jobs else None
+    return block_jobs, jobs
