@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from textual.app import App, SystemCommand
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -25,6 +26,7 @@ from .backend.lab import Lab
 from .backend.state import OwnedJobs
 from .backend.ops import Plan, clock_text, human_size
 from .backend.usage import Usage
+from .keys import MAIN_KEYS, Key
 from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated, UsageUpdated
 from .screens.dialogs import ConfirmDialog
 from .screens.main import MainScreen
@@ -44,6 +46,7 @@ class ChainApp(App[int]):
         hub: Hub | None = None,
         clock: Callable[[float], str] | None = None,
         watch_css: bool = False,
+        keymap: dict[str, str] | None = None,
     ) -> None:
         super().__init__(watch_css=watch_css)
         self.sockets = list(sockets)
@@ -53,6 +56,10 @@ class ChainApp(App[int]):
         self.main_screen: MainScreen | None = None
         self.usage = Usage(self.hub, _image_dirs())
         self.usage.subscribe(self._on_usage_change)
+        # binding id (tui/keys.py) -> keys, from config.toml's [keymap]
+        self.keymap = dict(_keymap() if keymap is None else keymap)
+        if self.keymap:
+            self.set_keymap(self.keymap)
 
     # -- wiring ----------------------------------------------------------
     def on_mount(self) -> None:
@@ -200,39 +207,27 @@ class ChainApp(App[int]):
         yield from (c for c in super().get_system_commands(screen) if c.title != "Keys")
         if not isinstance(screen, MainScreen):
             return
-        help_text = {
-            "stream": "Merge (block-stream) into the active image down to the highlighted base",
-            "commit": "Commit the images above the highlighted one into it",
-            "mirror": "Mirror the drive to a new file (live migration)",
-            "copy": "Live copy: snapshot + stream, or full mirror",
-            "snapshot": "New external snapshot on top of the active image",
-            "finish": "Finish (pivot) the highlighted ready job",
-            "cancel_job": "Cancel the highlighted job",
-            "pause": "Pause or resume the highlighted job",
-            "faster": "Double the highlighted job's speed limit",
-            "slower": "Halve the highlighted job's speed limit",
-            "dismiss": "Dismiss the highlighted finished job",
-            "dismiss_all": "Dismiss every job that completed (failed ones stay)",
-            "unlimit": "Lift the highlighted job's speed limit",
-            "traffic": "Show the raw QMP traffic of the highlighted job",
-            "write_blocking": "Switch the highlighted mirror to copy-mode write-blocking (QEMU 8.2+)",
-            "graph": "The image graph: every image of every QEMU and on disk, and who uses it",
-            "cleanup": "Delete images that left a chain and that nothing else uses (checked, confirmed)",
-            "toggle_log": "Show or hide the event log",
-            "add_endpoint": "Watch another QEMU: a QMP socket, host:port or ssh:// endpoint",
-            "remove_endpoint": "Stop watching the selected drive's QEMU (it keeps running)",
-            "refresh": "Re-read every chain from QEMU",
-            "close_leftover": "Close (blockdev-del) nodes an earlier job left open on the selected drive",
-            "help": "Keys and what each operation does",
-        }
-        for binding in MainScreen.BINDINGS:
-            action = binding.action  # type: ignore[union-attr]
-            if action in help_text and screen.check_action(action, ()):
+        for key in MAIN_KEYS:  # tui/keys.py, with the keys as the [keymap] of config.toml moved them
+            if key.palette and screen.check_action(key.action, ()):
                 yield SystemCommand(
-                    f"{binding.description} ({binding.key_display or binding.key})",  # type: ignore[union-attr]
-                    help_text[action],
-                    lambda a=action: screen.run_action(a),
+                    f"{key.description} ({self.key_text(key)})", key.tooltip, lambda a=key.action: screen.run_action(a)
                 )
+
+    def key_text(self, key: Key) -> str:
+        """How the key of a binding is shown now (after the operator's keymap)."""
+        mapped = self.keymap.get(key.id)
+        if mapped is None:
+            return key.key_display or key.key
+        return ",".join(self.get_key_display(Binding(k.strip(), key.action)) for k in mapped.split(","))
+
+
+def _keymap() -> dict[str, str]:
+    from .config import ConfigError, load_keymap
+
+    try:
+        return load_keymap()
+    except ConfigError:
+        return {}  # a bare chaintui reports a broken config file already
 
 
 def _image_dirs() -> list[str]:

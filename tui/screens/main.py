@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
@@ -18,6 +17,7 @@ from ..backend.chain import Drive
 from ..backend.errors import ValidationError
 from ..backend.jobs import Job
 from ..backend.usage import describe_dependents, drive_keys, image_key, shared_with_others
+from ..keys import main_bindings
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
 from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
 from ..widgets.path_input import PathInput
@@ -36,32 +36,7 @@ SENDS = {"finish", "cancel_job", "pause", "faster", "slower", "unlimit", "write_
 
 
 class MainScreen(Screen[None]):
-    BINDINGS = [
-        Binding("s", "stream", "Merge"),
-        Binding("c", "commit", "Commit"),
-        Binding("m", "mirror", "Mirror"),
-        Binding("y", "copy", "Copy"),
-        Binding("n", "snapshot", "Snapshot"),
-        Binding("f", "finish", "Finish"),
-        Binding("x", "cancel_job", "Cancel job"),
-        Binding("p", "pause", "Pause/resume"),
-        Binding("plus", "faster", "Speed ×2", key_display="+"),
-        Binding("minus", "slower", "Speed ÷2", key_display="-"),
-        Binding("u", "unlimit", "No limit", show=False),
-        Binding("w", "write_blocking", "Write-blocking", show=False),
-        Binding("t", "traffic", "QMP traffic", show=False),
-        Binding("d", "dismiss", "Dismiss"),
-        Binding("g", "graph", "Graph", show=False),
-        Binding("delete", "cleanup", "Clean up", show=False),
-        Binding("o", "close_leftover", "Close leftover", show=False),
-        Binding("D", "dismiss_all", "Dismiss finished", key_display="D", show=False),
-        Binding("l", "toggle_log", "Log", show=False),
-        Binding("a", "add_endpoint", "Add QEMU", show=False),
-        Binding("A", "remove_endpoint", "Remove QEMU", key_display="A", show=False),
-        Binding("r", "refresh", "Refresh", show=False),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
-    ]
+    BINDINGS = main_bindings()  # tui/keys.py: the one table of keys
     AUTO_FOCUS = "#graph"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
