@@ -208,7 +208,8 @@ async def opened(pilot, kind=PlanDialog):
     app = pilot.app
     dlg = await until(pilot, lambda: isinstance(app.screen, kind) and app.screen.is_mounted and app.screen, what=kind.__name__)
     if kind is PlanDialog:
-        await until(pilot, lambda: (dlg.plan or dlg.error) is not None and dlg.focused is not None, what="dialog ready")
+        await until(pilot, lambda: (dlg.plan or dlg.error) is not None and not dlg.checking and dlg.focused is not None,
+                    what="dialog ready")
     return dlg
 
 

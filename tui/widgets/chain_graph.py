@@ -69,6 +69,11 @@ class ChainGraph(ScrollView, can_focus=True):
         self.empty_text = "No drive: connect to a QEMU, or pick a drive on the left."
         self._cache: dict[tuple[int, int, bool, int], Strip] = {}
 
+    def notify_style_update(self) -> None:
+        """Styles changed (a new theme): cached strips hold the old colours (as Textual's Log does)."""
+        super().notify_style_update()
+        self._cache.clear()
+
     # -- data ------------------------------------------------------------
     def set_drive(self, drive: Drive | None) -> None:
         """Show a drive; keeps the highlighted node when it is the same drive."""
