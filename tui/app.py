@@ -75,19 +75,40 @@ class ChainApp(App[int]):
             self.run_worker(self.hub.connect(address, name), exit_on_error=False, group="connect")
 
     def on_hub_change(self, change: Any) -> None:
+        """A change of the hub becomes a message carrying what changed, for the main screen (and a dialog on top)."""
         screen = self.main_screen
         if screen is None or not screen.is_mounted:
             return
         if isinstance(change, JobsChanged):
-            screen.post_message(JobsUpdated(change.urgent))
+            screen.post_message(self.jobs_updated(change.jobs, change.urgent))
         elif isinstance(change, DrivesChanged):
-            screen.post_message(DrivesUpdated(change.session))
+            message = self.drives_updated(change.session)
+            screen.post_message(message)
+            if self.screen is not screen:
+                self.screen.post_message(self.drives_updated(change.session))
         elif isinstance(change, SessionChanged):
-            screen.post_message(SessionUpdated(change.session.name))
+            screen.post_message(self.session_updated(change.session))
         elif isinstance(change, LogEntry):
             screen.post_message(LogAppended(change))
-        if isinstance(change, DrivesChanged) and self.screen is not screen:
-            self.screen.post_message(DrivesUpdated(change.session))
+
+    def jobs_updated(self, changed: Iterable[Job] = (), urgent: bool = True) -> JobsUpdated:
+        return JobsUpdated(tuple(self.hub.tracker.ordered()), tuple(changed), urgent)
+
+    def drives_updated(self, session: str) -> DrivesUpdated:
+        return DrivesUpdated(session, tuple(self.hub.drives.get(session, ())))
+
+    def session_updated(self, session: Any) -> SessionUpdated:
+        names = list(self.hub.sessions)
+        watched = self.hub.sessions.get(session.name) is session
+        order = names.index(session.name) if watched else len(names)
+        return SessionUpdated(session.name, session, watched, self.hub.retries.get(session.name), order)
+
+    def send_snapshot(self, screen: Screen[Any]) -> None:
+        """Everything the hub knows now, as messages (a screen that just mounted starts from it)."""
+        for session in list(self.hub.sessions.values()):
+            screen.post_message(self.session_updated(session))
+            screen.post_message(self.drives_updated(session.name))
+        screen.post_message(self.jobs_updated())
 
     def _on_usage_change(self) -> None:
         if self.main_screen is not None and self.screen is not self.main_screen:
@@ -125,6 +146,34 @@ class ChainApp(App[int]):
                 self.notify(f"{job.id}: deleted {result}")
             elif command == "write_blocking":
                 self.notify(f"{job.id}: copy mode write-blocking")
+
+        self.run_worker(run(), exit_on_error=False, group="jobs")
+
+    def refresh_chains(self) -> None:
+        """Re-read every chain from QEMU (r)."""
+        self.run_worker(self.hub.refresh_all(), exit_on_error=False, group="refresh")
+
+    def add_endpoint(self, address: str) -> None:
+        async def run() -> None:
+            session = await self.hub.add_at_run_time(address)
+            self.notify(f"Added {session.name} ({session.address_text})", title="QEMU added")
+
+        self.run_worker(run(), exit_on_error=False, group="add")
+
+    def remove_endpoint(self, name: str) -> None:
+        async def run() -> None:
+            await self.hub.remove(name)
+            self.notify(f"Removed {name}: no longer watched")
+
+        self.run_worker(run(), exit_on_error=False, group="add")
+
+    def dismiss_finished(self, kept: int) -> None:
+        """Dismiss every job that completed (D); ``kept`` failed/cancelled/lost ones stay."""
+
+        async def run() -> None:
+            gone = await self.hub.dismiss_finished()
+            extra = f"; {kept} failed/cancelled/lost kept: dismiss each with d" if kept else ""
+            self.notify(f"Dismissed {len(gone)} finished job{'s' if len(gone) != 1 else ''}{extra}")
 
         self.run_worker(run(), exit_on_error=False, group="jobs")
 

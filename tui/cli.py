@@ -83,8 +83,6 @@ async def _scan(hub: Hub, extra: list[str] = ()):  # type: ignore[assignment, no
 
 
 async def _chains(sockets: list[str], as_json: bool) -> int:
-    from .backend.usage import image_key
-
     hub = Hub(watch_interval=0)  # one look, no watching
     out: list[dict[str, Any]] = []
     try:
@@ -95,69 +93,68 @@ async def _chains(sockets: list[str], as_json: bool) -> int:
         for session in sessions:
             drives = hub.drives.get(session.name, [])
             await hub.poll(session.name)
-            jobs = [j for j in hub.tracker.for_session(session.name)]
-            if as_json:
-                assert graph is not None
-
-                def users(img):  # type: ignore[no-untyped-def]
-                    key = image_key(session.name, img)
-                    return {
-                        "users": [
-                            {"qemu": u.session, "drive": u.drive, "node-name": u.node_name,
-                             "read-only": u.read_only, "active": u.active}
-                            for u in graph.users(key)
-                        ],
-                        "overlays-on-disk": [
-                            k for k in (graph.nodes[key].children if key in graph.nodes else [])
-                            if not graph.nodes[k].in_use
-                        ],
-                    }
-
-                out.append(
-                    {
-                        "qemu": session.name,
-                        "address": session.address_text,
-                        "backend": session.kind,
-                        "drives": [
-                            {
-                                "name": d.name,
-                                "device": d.device,
-                                "chain": [
-                                    {
-                                        "node-name": i.node_name,
-                                        "file": i.filename,
-                                        "format": i.format,
-                                        "virtual-size": i.virtual_size,
-                                        "actual-size": i.actual_size,
-                                        "backing-file": i.backing_file,
-                                        "read-only": i.read_only,
-                                        "job": i.job,
-                                        **users(i),
-                                    }
-                                    for i in d.images
-                                ],
-                                "jobs": d.jobs,
-                            }
-                            for d in drives
-                        ],
-                        "jobs": [job_json(j) for j in jobs],
-                    }
-                )
-                continue
-            libvirt = session.kind == "libvirt"  # one group per domain: say which
-            if len(sessions) > 1 and not libvirt:
-                print(f"# {session.name} ({session.address_text})")
-            if not drives:
-                print(f"{session.name}: (no drives)" if libvirt else "(no drives)")
-            for d in drives:
-                print(f"{session.name + '/' if libvirt else ''}{d.name}: {d.notation()}")
-            for j in jobs:
-                print(job_line(j))
+            jobs = list(hub.tracker.for_session(session.name))
+            if graph is not None:
+                out.append(_session_json(session, drives, jobs, graph))
+            else:
+                _print_session(session, drives, jobs, several=len(sessions) > 1)
     finally:
         await hub.close()
     if as_json:
         print(json.dumps({"version": 1, "qemus": out}, indent=2))
     return 0
+
+
+def _print_session(session: Any, drives: list[Any], jobs: list[Any], several: bool) -> None:
+    libvirt = session.kind == "libvirt"  # one group per domain: say which
+    if several and not libvirt:
+        print(f"# {session.name} ({session.address_text})")
+    if not drives:
+        print(f"{session.name}: (no drives)" if libvirt else "(no drives)")
+    for d in drives:
+        print(f"{session.name + '/' if libvirt else ''}{d.name}: {d.notation()}")
+    for j in jobs:
+        print(job_line(j))
+
+
+def _image_users(graph: Any, key: Any) -> dict[str, Any]:
+    """Who uses an image: drives of the connected QEMUs, and overlays on disk no QEMU has open."""
+    return {
+        "users": [
+            {"qemu": u.session, "drive": u.drive, "node-name": u.node_name, "read-only": u.read_only, "active": u.active}
+            for u in graph.users(key)
+        ],
+        "overlays-on-disk": [
+            k for k in (graph.nodes[key].children if key in graph.nodes else []) if not graph.nodes[k].in_use
+        ],
+    }
+
+
+def _session_json(session: Any, drives: list[Any], jobs: list[Any], graph: Any) -> dict[str, Any]:
+    from .backend.usage import image_key
+
+    def image(i: Any) -> dict[str, Any]:
+        return {
+            "node-name": i.node_name,
+            "file": i.filename,
+            "format": i.format,
+            "virtual-size": i.virtual_size,
+            "actual-size": i.actual_size,
+            "backing-file": i.backing_file,
+            "read-only": i.read_only,
+            "job": i.job,
+            **_image_users(graph, image_key(session.name, i)),
+        }
+
+    return {
+        "qemu": session.name,
+        "address": session.address_text,
+        "backend": session.kind,
+        "drives": [
+            {"name": d.name, "device": d.device, "chain": [image(i) for i in d.images], "jobs": d.jobs} for d in drives
+        ],
+        "jobs": [job_json(j) for j in jobs],
+    }
 
 
 async def _users(path: str, sockets: list[str], as_json: bool) -> int:

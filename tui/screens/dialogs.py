@@ -94,6 +94,7 @@ class PlanDialog(ModalScreen[Plan | None]):
         self.checked_values: dict[str, Any] | None = None  # what the plan/error shown was built from
         self._asked = 0  # generation of the newest check: older results are dropped
         self._confirm_wanted = False  # enter was pressed: start once the newest check passes
+        self._texts: dict[str, str] = {}  # what each Static shows now (see _put)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
@@ -136,7 +137,16 @@ class PlanDialog(ModalScreen[Plan | None]):
                 text = f"→ {escape(os.path.abspath(os.path.expanduser(value)))}" if value else ""
                 if candidates:
                     text += "\n[dim]" + escape("  ".join(candidates[:12])) + (" …" if len(candidates) > 12 else "") + "[/dim]"
-                self.query_one(f"#resolved-{name}", Static).update(text)
+                self._put(f"#resolved-{name}", text)
+
+    def _put(self, selector: str, text: str, shown: bool | None = None) -> None:
+        """Update a Static only when its text (or shown state) changes: each update re-lays the dialog out."""
+        static = self.query_one(selector, Static)
+        if self._texts.get(selector) != text:
+            self._texts[selector] = text
+            static.update(text)
+        if shown is not None:
+            static.set_class(shown, "-shown")
 
     def on_path_input_candidates(self, event: PathInput.Candidates) -> None:
         event.stop()
@@ -176,7 +186,7 @@ class PlanDialog(ModalScreen[Plan | None]):
             self._show_resolved()
         self._asked += 1
         self.checking = True
-        self.query_one("#checking", Static).update("[dim]checking…[/dim]")
+        self._put("#checking", "checking…")
         self.query_one("#confirm", Button).disabled = True
         self._check(self._asked, self.values(), self.CHECK_DELAY if delay is None else delay)
 
@@ -198,7 +208,7 @@ class PlanDialog(ModalScreen[Plan | None]):
             return  # the fields changed meanwhile: a newer check shows its own result
         self.checking = False
         self.checked_values = values
-        self.query_one("#checking", Static).update("")
+        self._put("#checking", "")
         self._show(plan, error)
         if self._confirm_wanted:
             self._confirm_wanted = False
@@ -210,29 +220,24 @@ class PlanDialog(ModalScreen[Plan | None]):
     def _show(self, plan: Plan | None, error: ValidationError | None) -> None:
         """The result of a check: the preview and QMP, or the problem next to its field."""
         names = {n for n, _, _ in self.fields}
-        for name in names:
-            self.query_one(f"#error-{name}", Static).update("")
-            self.query_one(f"#error-{name}", Static).remove_class("-shown")
-            self.query_one(f"#field-{name}").remove_class("-invalid")
-        self.query_one("#error-general", Static).update("")
-        self.query_one("#error-general", Static).remove_class("-shown")
         self.plan, self.error = plan, error
-        if plan is None:
-            assert error is not None
+        where = None
+        if error is not None:
             where = f"#error-{error.field}" if error.field in names else "#error-general"
-            self.query_one(where, Static).update(f"✗ {escape(error.message)}")
-            self.query_one(where, Static).add_class("-shown")
-            if error.field in names:
-                self.query_one(f"#field-{error.field}").add_class("-invalid")
-            self.query_one("#preview", Static).update(
-                self._changed_note() + "[dim]Nothing will be sent until the problem above is fixed.[/dim]"
-            )
-            self.query_one("#qmp", Static).update("")
-            self.query_one("#confirm", Button).disabled = True
-            return
-        self.query_one("#preview", Static).update(self._changed_note() + plan_preview(plan))
-        self.query_one("#qmp", Static).update(plan_qmp(plan))
-        self.query_one("#confirm", Button).disabled = False
+        for selector in [f"#error-{n}" for n in names] + ["#error-general"]:
+            if selector == where:
+                self._put(selector, f"✗ {escape(error.message)}", shown=True)  # type: ignore[union-attr]
+            else:
+                self._put(selector, "", shown=False)
+        for name in names:
+            self.query_one(f"#field-{name}").set_class(error is not None and error.field == name, "-invalid")
+        if plan is None:
+            self._put("#preview", self._changed_note() + "[dim]Nothing will be sent until the problem above is fixed.[/dim]")
+            self._put("#qmp", "")
+        else:
+            self._put("#preview", self._changed_note() + plan_preview(plan))
+            self._put("#qmp", plan_qmp(plan))
+        self.query_one("#confirm", Button).disabled = plan is None
 
     def _changed_note(self) -> str:
         """A line saying the chain changed under the dialog (another tool, or a job that ended)."""

@@ -63,6 +63,10 @@ class ChainGraph(ScrollView, can_focus=True):
             self.graph = graph
             self.image = image
 
+        @property
+        def control(self) -> ChainGraph:
+            return self.graph
+
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.drive: Drive | None = None
