@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -54,6 +55,13 @@ def plan_qmp(plan: Plan) -> str:
         head, _, rest = line.partition(" ")
         out.append(f"[dim]{escape(head)}[/dim] {escape(rest)}")
     return "\n".join(out)
+
+
+def _one_line(text: str | None, static: Static) -> bool:
+    """Whether markup ``text`` fills exactly one line of ``static`` (then an update needs no new layout)."""
+    if not text or "\n" in text or not static.size.width:
+        return False
+    return Text.from_markup(text).cell_len <= static.size.width
 
 
 class PlanDialog(ModalScreen[Plan | None]):
@@ -139,12 +147,15 @@ class PlanDialog(ModalScreen[Plan | None]):
                     text += "\n[dim]" + escape("  ".join(candidates[:12])) + (" …" if len(candidates) > 12 else "") + "[/dim]"
                 self._put(f"#resolved-{name}", text)
 
-    def _put(self, selector: str, text: str, shown: bool | None = None) -> None:
+    def _put(self, selector: str, text: str, shown: bool | None = None, layout: bool | None = None) -> None:
         """Update a Static only when its text (or shown state) changes: each update re-lays the dialog out."""
         static = self.query_one(selector, Static)
-        if self._texts.get(selector) != text:
+        before = self._texts.get(selector)
+        if before != text:
             self._texts[selector] = text
-            static.update(text)
+            if layout is None:
+                layout = not (_one_line(before, static) and _one_line(text, static))
+            static.update(text, layout=layout)
         if shown is not None:
             static.set_class(shown, "-shown")
 
@@ -186,8 +197,9 @@ class PlanDialog(ModalScreen[Plan | None]):
             self._show_resolved()
         self._asked += 1
         self.checking = True
-        self._put("#checking", "checking…")
-        self.query_one("#confirm", Button).disabled = True
+        self._put("#checking", "checking…")  # (no new layout while it already says so)
+        # the start button keeps the last result meanwhile (toggling it costs a layout per key):
+        # starting waits for this check anyway (action_confirm)
         self._check(self._asked, self.values(), self.CHECK_DELAY if delay is None else delay)
 
     @work(exclusive=True, group="plan-check", exit_on_error=False)
