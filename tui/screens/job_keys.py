@@ -57,12 +57,17 @@ class JobKeys(_Base):
         return job
 
     # -- job control -----------------------------------------------------
-    def action_finish(self) -> None:
+    def _live_job_or_say(self, after_end: str = "") -> Job | None:
+        """The picked job if it still runs in a QEMU we reach; else None, having said why."""
         job = self._job_or_say(sends=True)
+        if job is not None and job.finished:
+            self.notify(f"{job.id} has already ended: {job.outcome}{after_end}", severity="warning")
+            return None
+        return job
+
+    def action_finish(self) -> None:
+        job = self._live_job_or_say()
         if job is None:
-            return
-        if job.finished:
-            self.notify(f"{job.id} has already ended: {job.outcome}", severity="warning")
             return
         if not job.ready:
             self.notify(
@@ -86,11 +91,8 @@ class JobKeys(_Base):
         )
 
     def action_cancel_job(self) -> None:
-        job = self._job_or_say(sends=True)
+        job = self._live_job_or_say(". Press d to dismiss it.")
         if job is None:
-            return
-        if job.finished:
-            self.notify(f"{job.id} has already ended: {job.outcome}. Press d to dismiss it.", severity="warning")
             return
         if job.ready and job.type == "mirror":
             body = (
