@@ -43,7 +43,6 @@ from tui.app import ChainApp
 from tui.backend import ops
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab
-from tui.messages import JobsUpdated
 from tui.screens.dialogs import ConfirmDialog, PlanDialog
 from tui.screens.help import HelpScreen
 from tui.screens.picker import PickerScreen
@@ -208,7 +207,8 @@ async def opened(pilot, kind=PlanDialog):
     app = pilot.app
     dlg = await until(pilot, lambda: isinstance(app.screen, kind) and app.screen.is_mounted and app.screen, what=kind.__name__)
     if kind is PlanDialog:
-        await until(pilot, lambda: (dlg.plan or dlg.error) is not None and dlg.focused is not None, what="dialog ready")
+        await until(pilot, lambda: (dlg.plan or dlg.error) is not None and not dlg.checking and dlg.focused is not None,
+                    what="dialog ready")
     return dlg
 
 
@@ -279,7 +279,7 @@ async def with_jobs(pilot) -> None:
     freeze(stream, 24 * MiB, 64 * MiB, 2 * MiB, [1, 2, 3, 2, 4, 5, 4, 6, 7, 6, 8, 7], "running")
     freeze(mirror, 64 * MiB, 64 * MiB, 0, [8, 7, 8, 6, 5, 3, 1, 0], "ready")
     freeze(done, 64 * MiB, 64 * MiB, 0, [])
-    main(app).post_message(JobsUpdated(urgent=True))
+    main(app).post_message(app.jobs_updated())
     log = main(app).query_one("#log")
     log.clear()
     for entry in [e for e in hub.log if e.kind == "action"][:4]:
@@ -367,7 +367,7 @@ def test_cancel_confirmation(snap_compare, picture_lab):
         await hub.wait_job(s, job.id, lambda j: j.status == "running")
         await quiet(pilot)
         freeze(job, 8 * MiB, 64 * MiB, 64 * 1024, [1, 1, 1], "running")
-        main(app).post_message(JobsUpdated(urgent=True))
+        main(app).post_message(app.jobs_updated())
         await until(pilot, lambda: "8.0 MiB of 64.0 MiB" in card_text(app, job), what="the frozen card")
         await pilot.press("x")
         await opened(pilot, ConfirmDialog)
@@ -417,7 +417,7 @@ def test_job_traffic_screen(snap_compare, picture_lab):
         # the card under the dialog: its last offset is BLOCK_JOB_COMPLETED's or a later query-jobs answer's,
         # whichever came last; the picture shows a fixed one
         freeze(job, 64 * MiB, 64 * MiB, 0, [])
-        main(app).post_message(JobsUpdated(urgent=True))
+        main(app).post_message(app.jobs_updated())
         await until(pilot, lambda: "100%" in card_text(app, job), what="the frozen card")
         for e in hub.log:  # QEMU's event timestamps: fixed for the picture
             if isinstance(e.data, dict) and "timestamp" in e.data:
@@ -446,7 +446,7 @@ def test_not_converging_card(snap_compare, picture_lab, monkeypatch):
         )
         job.version += 1
         monkeypatch.setattr(jobs_module, "CONVERGENCE_WINDOW", 10.0)
-        main(app).post_message(JobsUpdated(urgent=True))
+        main(app).post_message(app.jobs_updated())
         main(app).query_one("#log").clear()
         await until(pilot, lambda: "not converging" in card_text(app, job), what="the flagged card")
 

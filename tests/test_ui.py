@@ -438,3 +438,20 @@ async def test_two_qemus_three_jobs(lab):
     same(lab, a_paths[-1], a_ref)
     same(lab, b[-1], refs[0])
     same(lab, c[-1], refs[1])
+
+
+async def test_theme_switch_repaints_the_chain_graph(lab):
+    """The graph caches its lines; a new theme must not leave the old colours on screen."""
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        g = graph(app)
+        before = g.render_line(0)
+        colour = g.get_component_rich_style("chain-graph--box").color  # the base's box (the cursor is on the top)
+        assert any(s.style and s.style.color == colour for s in before)
+        app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+        await until(pilot, lambda: g.get_component_rich_style("chain-graph--box").color != colour, what="new theme")
+        after = g.render_line(0)
+        now = g.get_component_rich_style("chain-graph--box").color
+        assert any(s.style and s.style.color == now for s in after)
+        assert not any(s.style and s.style.color == colour for s in after)
+    q.stop()

@@ -64,7 +64,15 @@ async def press(pilot, *keys: str) -> None:
 
 
 async def dialog(pilot, app, kind=PlanDialog):
-    return await until(pilot, lambda: isinstance(app.screen, kind) and app.screen, what=kind.__name__)
+    dlg = await until(pilot, lambda: isinstance(app.screen, kind) and app.screen, what=kind.__name__)
+    if isinstance(dlg, PlanDialog):
+        await checked(pilot, dlg)
+    return dlg
+
+
+async def checked(pilot, dlg: PlanDialog) -> None:
+    """Wait until the dialog has checked what its fields hold now (checks run off the UI loop)."""
+    await until(pilot, lambda: not dlg.checking and dlg.checked_values == dlg.values(), what="the dialog's check")
 
 
 async def highlight(pilot, app, label: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from textual.app import App, SystemCommand
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -26,6 +27,7 @@ from .backend.state import OwnedJobs
 from .backend.fmt import clock_text, human_size
 from .backend.plan import Plan
 from .backend.usage import Usage
+from .keys import MAIN_KEYS, Key
 from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated, UsageUpdated
 from .screens.dialogs import ConfirmDialog
 from .screens.main import MainScreen
@@ -45,6 +47,7 @@ class ChainApp(App[int]):
         hub: Hub | None = None,
         clock: Callable[[float], str] | None = None,
         watch_css: bool = False,
+        keymap: dict[str, str] | None = None,
     ) -> None:
         super().__init__(watch_css=watch_css)
         self.sockets = list(sockets)
@@ -54,6 +57,10 @@ class ChainApp(App[int]):
         self.main_screen: MainScreen | None = None
         self.usage = Usage(self.hub, _image_dirs())
         self.usage.subscribe(self._on_usage_change)
+        # binding id (tui/keys.py) -> keys, from config.toml's [keymap]
+        self.keymap = dict(_keymap() if keymap is None else keymap)
+        if self.keymap:
+            self.set_keymap(self.keymap)
 
     # -- wiring ----------------------------------------------------------
     def on_mount(self) -> None:
@@ -69,19 +76,40 @@ class ChainApp(App[int]):
             self.run_worker(self.hub.connect(address, name), exit_on_error=False, group="connect")
 
     def on_hub_change(self, change: Any) -> None:
+        """A change of the hub becomes a message carrying what changed, for the main screen (and a dialog on top)."""
         screen = self.main_screen
         if screen is None or not screen.is_mounted:
             return
         if isinstance(change, JobsChanged):
-            screen.post_message(JobsUpdated(change.urgent))
+            screen.post_message(self.jobs_updated(change.jobs, change.urgent))
         elif isinstance(change, DrivesChanged):
-            screen.post_message(DrivesUpdated(change.session))
+            message = self.drives_updated(change.session)
+            screen.post_message(message)
+            if self.screen is not screen:
+                self.screen.post_message(self.drives_updated(change.session))
         elif isinstance(change, SessionChanged):
-            screen.post_message(SessionUpdated(change.session.name))
+            screen.post_message(self.session_updated(change.session))
         elif isinstance(change, LogEntry):
             screen.post_message(LogAppended(change))
-        if isinstance(change, DrivesChanged) and self.screen is not screen:
-            self.screen.post_message(DrivesUpdated(change.session))
+
+    def jobs_updated(self, changed: Iterable[Job] = (), urgent: bool = True) -> JobsUpdated:
+        return JobsUpdated(tuple(self.hub.tracker.ordered()), tuple(changed), urgent)
+
+    def drives_updated(self, session: str) -> DrivesUpdated:
+        return DrivesUpdated(session, tuple(self.hub.drives.get(session, ())))
+
+    def session_updated(self, session: Any) -> SessionUpdated:
+        names = list(self.hub.sessions)
+        watched = self.hub.sessions.get(session.name) is session
+        order = names.index(session.name) if watched else len(names)
+        return SessionUpdated(session.name, session, watched, self.hub.retries.get(session.name), order)
+
+    def send_snapshot(self, screen: Screen[Any]) -> None:
+        """Everything the hub knows now, as messages (a screen that just mounted starts from it)."""
+        for session in list(self.hub.sessions.values()):
+            screen.post_message(self.session_updated(session))
+            screen.post_message(self.drives_updated(session.name))
+        screen.post_message(self.jobs_updated())
 
     def _on_usage_change(self) -> None:
         if self.main_screen is not None and self.screen is not self.main_screen:
@@ -119,6 +147,34 @@ class ChainApp(App[int]):
                 self.notify(f"{job.id}: deleted {result}")
             elif command == "write_blocking":
                 self.notify(f"{job.id}: copy mode write-blocking")
+
+        self.run_worker(run(), exit_on_error=False, group="jobs")
+
+    def refresh_chains(self) -> None:
+        """Re-read every chain from QEMU (r)."""
+        self.run_worker(self.hub.refresh_all(), exit_on_error=False, group="refresh")
+
+    def add_endpoint(self, address: str) -> None:
+        async def run() -> None:
+            session = await self.hub.add_at_run_time(address)
+            self.notify(f"Added {session.name} ({session.address_text})", title="QEMU added")
+
+        self.run_worker(run(), exit_on_error=False, group="add")
+
+    def remove_endpoint(self, name: str) -> None:
+        async def run() -> None:
+            await self.hub.remove(name)
+            self.notify(f"Removed {name}: no longer watched")
+
+        self.run_worker(run(), exit_on_error=False, group="add")
+
+    def dismiss_finished(self, kept: int) -> None:
+        """Dismiss every job that completed (D); ``kept`` failed/cancelled/lost ones stay."""
+
+        async def run() -> None:
+            gone = await self.hub.dismiss_finished()
+            extra = f"; {kept} failed/cancelled/lost kept: dismiss each with d" if kept else ""
+            self.notify(f"Dismissed {len(gone)} finished job{'s' if len(gone) != 1 else ''}{extra}")
 
         self.run_worker(run(), exit_on_error=False, group="jobs")
 
@@ -201,39 +257,27 @@ class ChainApp(App[int]):
         yield from (c for c in super().get_system_commands(screen) if c.title != "Keys")
         if not isinstance(screen, MainScreen):
             return
-        help_text = {
-            "stream": "Merge (block-stream) into the active image down to the highlighted base",
-            "commit": "Commit the images above the highlighted one into it",
-            "mirror": "Mirror the drive to a new file (live migration)",
-            "copy": "Live copy: snapshot + stream, or full mirror",
-            "snapshot": "New external snapshot on top of the active image",
-            "finish": "Finish (pivot) the highlighted ready job",
-            "cancel_job": "Cancel the highlighted job",
-            "pause": "Pause or resume the highlighted job",
-            "faster": "Double the highlighted job's speed limit",
-            "slower": "Halve the highlighted job's speed limit",
-            "dismiss": "Dismiss the highlighted finished job",
-            "dismiss_all": "Dismiss every job that completed (failed ones stay)",
-            "unlimit": "Lift the highlighted job's speed limit",
-            "traffic": "Show the raw QMP traffic of the highlighted job",
-            "write_blocking": "Switch the highlighted mirror to copy-mode write-blocking (QEMU 8.2+)",
-            "graph": "The image graph: every image of every QEMU and on disk, and who uses it",
-            "cleanup": "Delete images that left a chain and that nothing else uses (checked, confirmed)",
-            "toggle_log": "Show or hide the event log",
-            "add_endpoint": "Watch another QEMU: a QMP socket, host:port or ssh:// endpoint",
-            "remove_endpoint": "Stop watching the selected drive's QEMU (it keeps running)",
-            "refresh": "Re-read every chain from QEMU",
-            "close_leftover": "Close (blockdev-del) nodes an earlier job left open on the selected drive",
-            "help": "Keys and what each operation does",
-        }
-        for binding in MainScreen.BINDINGS:
-            action = binding.action  # type: ignore[union-attr]
-            if action in help_text and screen.check_action(action, ()):
+        for key in MAIN_KEYS:  # tui/keys.py, with the keys as the [keymap] of config.toml moved them
+            if key.palette and screen.check_action(key.action, ()):
                 yield SystemCommand(
-                    f"{binding.description} ({binding.key_display or binding.key})",  # type: ignore[union-attr]
-                    help_text[action],
-                    lambda a=action: screen.run_action(a),
+                    f"{key.description} ({self.key_text(key)})", key.tooltip, lambda a=key.action: screen.run_action(a)
                 )
+
+    def key_text(self, key: Key) -> str:
+        """How the key of a binding is shown now (after the operator's keymap)."""
+        mapped = self.keymap.get(key.id)
+        if mapped is None:
+            return key.key_display or key.key
+        return ",".join(self.get_key_display(Binding(k.strip(), key.action)) for k in mapped.split(","))
+
+
+def _keymap() -> dict[str, str]:
+    from .config import ConfigError, load_keymap
+
+    try:
+        return load_keymap()
+    except ConfigError:
+        return {}  # a bare chaintui reports a broken config file already
 
 
 def _image_dirs() -> list[str]:

@@ -6,6 +6,10 @@ and the directories of images the image graph reads besides the chains' own.
     [[endpoint]]
     name = "vm1"                       # optional: how the drives panel calls it
     address = "/run/qemu/vm1.qmp"      # unix path, host:port, or ssh://[user@]host/path
+
+    [keymap]                           # optional: binding id (tui/keys.py) -> keys
+    mirror = "M"
+    cancel-job = "X,ctrl+x"
 """
 
 from __future__ import annotations
@@ -60,3 +64,12 @@ def load_image_dirs(path: Path | None = None) -> list[str]:
     if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
         raise ConfigError(f"{path}: image_dirs must be a list of directory names")
     return [os.path.expanduser(d) for d in dirs if d.strip()]
+
+
+def load_keymap(path: Path | None = None) -> dict[str, str]:
+    """``[keymap]``: binding id -> keys (comma-separated), applied with ``App.set_keymap``."""
+    path = path or config_path()
+    table = _read(path).get("keymap", {})
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+        raise ConfigError(f"{path}: [keymap] maps binding ids to keys, e.g. mirror = \"M\"")
+    return {k: v.strip() for k, v in table.items() if v.strip()}

@@ -5,15 +5,24 @@ side (``tui.backend.ops``) that turns their values into a :class:`Plan` or
 raises :class:`ValidationError`.  The dialog re-validates on every change and
 shows the problem next to its field; it never talks to QEMU.  It dismisses
 with the plan (``enter``) or ``None`` (``escape``).
+
+``build`` may look at the disk (free space, ``qemu-img info`` of an image to
+reuse), so it never runs on the UI loop: a change starts an exclusive worker
+that waits a moment for more typing, runs ``build`` in a thread with a
+timeout, and shows its result only if the fields still hold what it checked;
+meanwhile the dialog says "checking…" and the start button waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -49,6 +58,13 @@ def plan_qmp(plan: Plan) -> str:
     return "\n".join(out)
 
 
+def _one_line(text: str | None, static: Static) -> bool:
+    """Whether markup ``text`` fills exactly one line of ``static`` (then an update needs no new layout)."""
+    if not text or "\n" in text or not static.size.width:
+        return False
+    return Text.from_markup(text).cell_len <= static.size.width
+
+
 class PlanDialog(ModalScreen[Plan | None]):
     """A dialog for one operation: fields, before/after, the exact QMP, confirm."""
 
@@ -59,6 +75,8 @@ class PlanDialog(ModalScreen[Plan | None]):
     ]
     AUTO_FOCUS = None
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+    CHECK_DELAY = 0.1  # seconds of quiet typing before the fields are checked
+    CHECK_TIMEOUT = 10.0  # a check that takes longer (a hung NFS, a stuck qemu-img) is reported
 
     def __init__(
         self,
@@ -81,6 +99,11 @@ class PlanDialog(ModalScreen[Plan | None]):
         # the drive's chain as QEMU has it now (set by the screen that opens the dialog)
         self.chain_now: Callable[[], tuple[str, ...]] | None = None  # image labels, bottom first
         self.chain_at_open: tuple[str, ...] | None = None
+        self.checking = False  # a check of the fields is pending or running
+        self.checked_values: dict[str, Any] | None = None  # what the plan/error shown was built from
+        self._asked = 0  # generation of the newest check: older results are dropped
+        self._confirm_wanted = False  # enter was pressed: start once the newest check passes
+        self._texts: dict[str, str] = {}  # what each Static shows now (see _put)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
@@ -100,6 +123,7 @@ class PlanDialog(ModalScreen[Plan | None]):
                 yield Static("", id="qmp", classes="qmp")
             yield Static("", id="error-general", classes="field-error")
             with Horizontal(id="buttons"):
+                yield Static("", id="checking")
                 yield Button(self.confirm_label, variant="primary", id="confirm")
                 yield Button("Close", id="cancel")
             browse = " · [b]tab[/b] completes · [b]ctrl+o[/b] browse" if self._has_path() else ""
@@ -108,7 +132,7 @@ class PlanDialog(ModalScreen[Plan | None]):
     def on_mount(self) -> None:
         if self.chain_now is not None:
             self.chain_at_open = self.chain_now()
-        self.revalidate()
+        self.revalidate(delay=0.0)
         if self.focus_field:
             self.query_one(f"#field-{self.focus_field}").focus()
 
@@ -122,7 +146,19 @@ class PlanDialog(ModalScreen[Plan | None]):
                 text = f"→ {escape(os.path.abspath(os.path.expanduser(value)))}" if value else ""
                 if candidates:
                     text += "\n[dim]" + escape("  ".join(candidates[:12])) + (" …" if len(candidates) > 12 else "") + "[/dim]"
-                self.query_one(f"#resolved-{name}", Static).update(text)
+                self._put(f"#resolved-{name}", text)
+
+    def _put(self, selector: str, text: str, shown: bool | None = None, layout: bool | None = None) -> None:
+        """Update a Static only when its text (or shown state) changes: each update re-lays the dialog out."""
+        static = self.query_one(selector, Static)
+        before = self._texts.get(selector)
+        if before != text:
+            self._texts[selector] = text
+            if layout is None:
+                layout = not (_one_line(before, static) and _one_line(text, static))
+            static.update(text, layout=layout)
+        if shown is not None:
+            static.set_class(shown, "-shown")
 
     def on_path_input_candidates(self, event: PathInput.Candidates) -> None:
         event.stop()
@@ -156,36 +192,65 @@ class PlanDialog(ModalScreen[Plan | None]):
             out[name] = None if value is Select.BLANK else value
         return out
 
-    def revalidate(self) -> Plan | None:
+    def revalidate(self, delay: float | None = None) -> None:
+        """Check the fields again, off the UI loop (after ``delay`` seconds of quiet; the newest check wins)."""
         if self._has_path():
             self._show_resolved()
-        for name, _, _ in self.fields:
-            self.query_one(f"#error-{name}", Static).update("")
-            self.query_one(f"#error-{name}", Static).remove_class("-shown")
-            self.query_one(f"#field-{name}").remove_class("-invalid")
-        self.query_one("#error-general", Static).update("")
-        self.query_one("#error-general", Static).remove_class("-shown")
+        self._asked += 1
+        self.checking = True
+        self._put("#checking", "checking…")  # (no new layout while it already says so)
+        # the start button keeps the last result meanwhile (toggling it costs a layout per key):
+        # starting waits for this check anyway (action_confirm)
+        self._check(self._asked, self.values(), self.CHECK_DELAY if delay is None else delay)
+
+    @work(exclusive=True, group="plan-check", exit_on_error=False)
+    async def _check(self, asked: int, values: dict[str, Any], delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)  # typing goes on: a newer check cancels this one here
+        plan: Plan | None = None
         try:
-            plan = self.build(self.values())
+            plan = await asyncio.wait_for(asyncio.to_thread(self.build, values), self.CHECK_TIMEOUT)
+            error = None
         except ValidationError as exc:
-            self.plan, self.error = None, exc
-            names = {n for n, _, _ in self.fields}
-            where = f"#error-{exc.field}" if exc.field in names else "#error-general"
-            self.query_one(where, Static).update(f"✗ {escape(exc.message)}")
-            self.query_one(where, Static).add_class("-shown")
-            if exc.field in names:
-                self.query_one(f"#field-{exc.field}").add_class("-invalid")
-            self.query_one("#preview", Static).update(
-                self._changed_note() + "[dim]Nothing will be sent until the problem above is fixed.[/dim]"
+            error = exc
+        except asyncio.TimeoutError:
+            error = ValidationError(
+                f"Checking took longer than {self.CHECK_TIMEOUT:.0f} s (a slow or hung file system?): try again"
             )
-            self.query_one("#qmp", Static).update("")
-            self.query_one("#confirm", Button).disabled = True
-            return None
-        self.plan, self.error = plan, None
-        self.query_one("#preview", Static).update(self._changed_note() + plan_preview(plan))
-        self.query_one("#qmp", Static).update(plan_qmp(plan))
-        self.query_one("#confirm", Button).disabled = False
-        return plan
+        if asked != self._asked or not self.is_mounted:
+            return  # the fields changed meanwhile: a newer check shows its own result
+        self.checking = False
+        self.checked_values = values
+        self._put("#checking", "")
+        self._show(plan, error)
+        if self._confirm_wanted:
+            self._confirm_wanted = False
+            if plan is None:
+                self.app.bell()
+            else:
+                self.dismiss(plan)
+
+    def _show(self, plan: Plan | None, error: ValidationError | None) -> None:
+        """The result of a check: the preview and QMP, or the problem next to its field."""
+        names = {n for n, _, _ in self.fields}
+        self.plan, self.error = plan, error
+        where = None
+        if error is not None:
+            where = f"#error-{error.field}" if error.field in names else "#error-general"
+        for selector in [f"#error-{n}" for n in names] + ["#error-general"]:
+            if selector == where:
+                self._put(selector, f"✗ {escape(error.message)}", shown=True)  # type: ignore[union-attr]
+            else:
+                self._put(selector, "", shown=False)
+        for name in names:
+            self.query_one(f"#field-{name}").set_class(error is not None and error.field == name, "-invalid")
+        if plan is None:
+            self._put("#preview", self._changed_note() + "[dim]Nothing will be sent until the problem above is fixed.[/dim]")
+            self._put("#qmp", "")
+        else:
+            self._put("#preview", self._changed_note() + plan_preview(plan))
+            self._put("#qmp", plan_qmp(plan))
+        self.query_one("#confirm", Button).disabled = plan is None
 
     def _changed_note(self) -> str:
         """A line saying the chain changed under the dialog (another tool, or a job that ended)."""
@@ -235,11 +300,9 @@ class PlanDialog(ModalScreen[Plan | None]):
             self.action_close()
 
     def action_confirm(self) -> None:
-        plan = self.revalidate()  # again: the disk may have changed meanwhile
-        if plan is None:
-            self.app.bell()
-            return
-        self.dismiss(plan)
+        """Start: checked once more (the disk may have changed meanwhile), then dismissed with the plan."""
+        self._confirm_wanted = True
+        self.revalidate(delay=0.0)
 
     def action_close(self) -> None:
         self.dismiss(None)

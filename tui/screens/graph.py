@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
 from ..backend.fmt import human_size
 from ..backend.image_graph import drive_keys
+from ..keys import graph_bindings, graph_key_line
 from ..messages import DrivesUpdated, UsageUpdated
 from ..widgets.image_tree import ImageTree
 
@@ -21,21 +21,11 @@ if TYPE_CHECKING:
     from ..app import ChainApp
 
 
-KEYS = (
-    "[b]↑↓[/b] move  [b]enter[/b] highlight its drive's chain  [b]r[/b] rescan disk  [b]x[/b] cancel scan  "
-    "[b]del[/b] clean up  [b]esc[/b] back"
-)
+KEYS = graph_key_line()
 
 
 class GraphScreen(Screen[None]):
-    BINDINGS = [
-        Binding("escape,g", "close", "Back"),
-        Binding("enter", "follow", "Highlight its drive"),
-        Binding("r", "rescan", "Rescan disk"),
-        Binding("x", "cancel_scan", "Cancel scan"),
-        Binding("delete", "cleanup", "Clean up"),
-        Binding("q", "quit", "Quit", show=False),
-    ]
+    BINDINGS = graph_bindings()
     AUTO_FOCUS = "#image-tree"
     # how a file name is shown (snapshot tests drop their temporary directory)
     path_text: Callable[[str], str] = staticmethod(lambda p: p)

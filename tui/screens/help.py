@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Markdown
 
+from ..keys import Key, markdown_table
+
 HELP = """\
 A chain is written `[A] -> [B] -> [C] -> [D]`: **D** is the active image the guest
 writes, each image's backing file stands to its left. The graph draws it top to
 bottom: the base (no backing file) first, the active image last.
 
-| Key | What it does |
-|---|---|
-| `↑` `↓` / `k` `j` | move along the chain (or between jobs in the jobs panel) |
-| `home` / `end` | highlight the base / the active image |
-| `tab` / `shift+tab` | move between drives, chain and jobs |
-| `s` | **merge** (block-stream) into the active image, the highlighted image becomes the new base; on the active image: flatten |
-| `c` | **commit** the images above the highlighted one into it (active commit when that reaches the top) |
-| `m` | **mirror** (live migration) to a new file: qcow2 or raw, sync top or full |
-| `y` | **live copy**: snapshot + stream into a destination, or a full mirror |
-| `n` | new external **snapshot** (a new empty active image) |
-| `f` | **finish** the highlighted job: pivot a ready mirror / active commit |
-| `x` | **cancel** the highlighted job |
-| `p` | pause / resume the highlighted job |
-| `+` / `-` | double / halve the job's speed limit |
-| `u` | lift the job's speed limit |
-| `w` | switch a mirror to copy-mode write-blocking (QEMU 8.2+), so it converges under heavy writes |
-| `d` | dismiss the job (once it has ended): a failed, cancelled or lost job stays until you do |
-| `D` | dismiss every job that completed (QEMU's `job-dismiss` for those it keeps); failed ones stay |
-| `t` | the raw QMP traffic of the job: commands sent, events received |
-| `l` | show / hide the event log |
-| `a` | add a QEMU while running: a QMP socket path, `host:port` or `ssh://user@host/path` |
-| `A` | stop watching the selected drive's QEMU (with a confirmation; QEMU and its jobs go on) |
-| `r` | re-read every chain |
-| `g` | the **image graph**: every image of every QEMU and on disk, who uses it |
-| `delete` | **clean up** images that left a chain: checked, listed with their size, confirmed |
-| `ctrl+p` | command palette: every action by name |
-| `?` | this help |
-| `q` | quit (jobs go on inside QEMU) |
+{keys}
 
 The job keys act on the card under the cursor when the jobs panel has focus (its
 title is highlighted); from another panel only on the selected drive's newest job,
@@ -93,6 +70,10 @@ does not stop them, and chaintui finds them again when it reconnects.
 """
 
 
+def help_text(remapped: Callable[[Key], str | None] | None = None) -> str:
+    return HELP.format(keys=markdown_table(remapped))
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,question_mark", "close", "Close"),
@@ -102,7 +83,9 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help"):
             yield Label("chaintui help — escape closes", id="dialog-title")
             with VerticalScroll(id="help-scroll"):
-                yield Markdown(HELP, id="help-text")
+                keymap = getattr(self.app, "keymap", {})
+                remapped = (lambda k: self.app.key_text(k) if k.id in keymap else None) if keymap else None  # type: ignore[attr-defined]
+                yield Markdown(help_text(remapped), id="help-text")
 
     def on_mount(self) -> None:
         self.query_one("#help-scroll").focus()

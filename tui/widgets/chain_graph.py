@@ -63,6 +63,10 @@ class ChainGraph(ScrollView, can_focus=True):
             self.graph = graph
             self.image = image
 
+        @property
+        def control(self) -> ChainGraph:
+            return self.graph
+
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.drive: Drive | None = None
@@ -179,6 +183,8 @@ class ChainGraph(ScrollView, can_focus=True):
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def notify_style_update(self) -> None:
+        """Styles changed (a new theme): cached strips and the frame's base style hold the old colours
+        (as Textual's Log does)."""
         self._frame = None
         if hasattr(self, "_cache"):
             self._cache.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import OptionList
@@ -26,11 +28,15 @@ def option_id(session: str, drive: str) -> str:
 class DrivesPanel(OptionList):
     """Drives grouped by QEMU process; posts :class:`DrivesPanel.DriveSelected`."""
 
+    @dataclass
     class DriveSelected(Message):
-        def __init__(self, session: str, drive: str) -> None:
-            super().__init__()
-            self.session = session
-            self.drive = drive
+        panel: DrivesPanel
+        session: str
+        drive: str
+
+        @property
+        def control(self) -> DrivesPanel:
+            return self.panel
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -100,7 +106,7 @@ class DrivesPanel(OptionList):
         session, drive = oid.split(SEP, 1)
         if self.selected != (session, drive):
             self.selected = (session, drive)
-            self.post_message(self.DriveSelected(session, drive))
+            self.post_message(self.DriveSelected(self, session, drive))
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         event.stop()

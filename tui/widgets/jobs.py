@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.message import Message
 from textual.widget import Widget
 
 from ..backend.jobs import Job
@@ -165,11 +164,6 @@ class JobsPanel(VerticalScroll, can_focus=True):
         Binding("down,j", "move(1)", "Next job", show=False),
     ]
 
-    class Highlighted(Message):
-        def __init__(self, job: Job | None) -> None:
-            super().__init__()
-            self.job = job
-
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cards: dict[tuple[str, str], JobCard] = {}
@@ -234,15 +228,9 @@ class JobsPanel(VerticalScroll, can_focus=True):
                 self.call_after_refresh(self.scroll_home, animate=False)
             else:
                 self.call_after_refresh(self.scroll_to_widget, card, animate=False)
-        self.post_message(self.Highlighted(self.highlighted))
 
     def action_move(self, delta: int) -> None:
         if not self.order:
             return
         self.cursor = max(0, min(len(self.order) - 1, self.cursor + delta))
         self._mark()
-
-    def select(self, key: tuple[str, str]) -> None:
-        if key in self.order:
-            self.cursor = self.order.index(key)
-            self._mark()
