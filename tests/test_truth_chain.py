@@ -84,7 +84,9 @@ async def test_snapshots_by_another_tool_appear_without_a_key(lab, libvirt_vm):
         await until(pilot, lambda: [i.label for i in graph(app).drive.images][-2:] == ["E.qcow2", "F.qcow2"],
                     timeout=4, what="the two snapshots on screen")
         seen_after = loop.time() - t0
-        preview = str(dlg.query_one("#preview").render())
+        # the dialog re-checks in a worker (off the UI loop): wait for its new preview
+        preview = await until(pilot, lambda: (p := str(dlg.query_one("#preview").render())) and "F.qcow2" in p and p,
+                              what="the dialog re-checked against the new chain")
         assert "chain changed while this dialog was open: 4 images up to d0-D.qcow2 before, 6 up to F.qcow2 now" in (
             preview.replace("\n", " "))
         assert "[d0-D.qcow2] -> [E.qcow2] -> [F.qcow2]" in preview  # Before is the chain as it is now
@@ -318,7 +320,9 @@ async def test_target_named_img_is_mirrored_raw(lab, libvirt_vm):
         assert "-mirror-mirror" not in dlg.query_one("#field-target", PathInput).value
         dlg.query_one("#field-target", PathInput).value = str(target)
         await until(pilot, lambda: dlg.query_one("#field-format", Select).value == "raw", what="format raw")
-        preview = str(dlg.query_one("#preview").render())
+        # the check runs in a worker once typing stops: wait for the preview of the raw target
+        preview = await until(pilot, lambda: (p := str(dlg.query_one("#preview").render())) and "cöpy" in p and p,
+                              what="the preview of the raw target")
         assert "A raw target has no backing file: the whole disk is copied into it" in preview
         qmp = str(dlg.query_one("#qmp").render())
         assert '"format": "raw"' in qmp and "cöpy" in qmp
