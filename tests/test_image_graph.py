@@ -28,7 +28,7 @@ from tui.screens.graph import GraphScreen
 from tui.widgets.image_tree import ImageTree, layout
 
 from .conftest import connect, wait_for
-from .uihelp import PlanDialog, dialog, main, press, running_app, same, until
+from .uihelp import PlanDialog, checked, dialog, main, press, running_app, same, until
 
 MiB = 1 << 20
 
@@ -291,6 +291,7 @@ async def test_graph_screen_keys_commit_override_and_cleanup(lab, tmp_path, monk
         assert not any(e.kind == "action" for e in hub.log)
         dlg.query_one("#field-override").value = True
         await until(pilot, lambda: dlg.plan is not None, what="override accepted")
+        await checked(pilot, dlg)
         assert "commit anyway" in str(dlg.query_one("#preview").render()).lower()
         # sent with the override: audited first; QEMU's own lock still refuses while qsd2 runs
         hub.audit = AuditLog(tmp_path / "audit.jsonl")

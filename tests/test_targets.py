@@ -13,7 +13,7 @@ from tui.backend.lab import run
 from tui.screens.picker import ImageTree, PickerScreen
 from tui.widgets.path_input import completions
 
-from .uihelp import MiB, PlanDialog, dialog, job, press, running_app, same, showing, start_lab, until
+from .uihelp import MiB, PlanDialog, checked, dialog, job, press, running_app, same, showing, start_lab, until
 
 
 def error(dlg, field="target") -> str:
@@ -176,6 +176,7 @@ async def test_space_refused_and_tight_warning(lab, small_fs):
         assert dlg.query_one("#confirm").disabled
         dlg.query_one("#field-format").value = "qcow2"
         await showing(pilot, lambda: error(dlg), "")
+        await checked(pilot, dlg)
         preview = str(dlg.query_one("#preview").render())
         assert "Tight on space" in preview and "of the 10.0 MiB free" in preview
         # sync top only copies the active image: it fits comfortably

@@ -17,6 +17,7 @@ from .uihelp import (
     ConfirmDialog,
     PlanDialog,
     chain,
+    checked,
     dialog,
     graph,
     highlight,
@@ -94,6 +95,7 @@ async def test_commit_intermediate(lab):
         await press(pilot, "shift+tab")
         await press(pilot, "enter", "down", "enter")
         assert dlg.values()["top"] == "C"
+        await checked(pilot, dlg)
         assert "[A.qcow2] -> [D.qcow2]" in str(dlg.query_one("#preview").render())
         await press(pilot, "ctrl+s")
         j = await until(pilot, lambda: job(app, "commit-drive0-1"))
