@@ -34,7 +34,7 @@ from tui.backend.qmp_read import read_drives  # noqa: E402
 from tui.backend.hub import Hub, JobsChanged  # noqa: E402
 from tui.backend.lab import Lab, run  # noqa: E402
 from tui.widgets import ChainGraph  # noqa: E402
-from tui.widgets.jobs import JobCard  # noqa: E402
+from tui.widgets.jobs import JobsPanel  # noqa: E402
 
 MiB = 1 << 20
 ROWS: list[tuple[str, list[float], str, float | None, str, str]] = []
@@ -165,14 +165,13 @@ async def latency_run(sock: str, jobs: int) -> list[float]:
     arrived: dict[tuple[str, str], float] = {}
     shown: dict[tuple[str, str], float] = {}
     samples: list[float] = []
-    original = JobCard.render
+    original = JobsPanel._build_card
 
-    def render(self: JobCard):  # type: ignore[no-untyped-def]
-        key = (self.job.id, self.job.status)
-        shown.setdefault(key, time.perf_counter())
-        return original(self)
+    def build(self: JobsPanel, job, width, lit):  # type: ignore[no-untyped-def]
+        shown.setdefault((job.id, job.status), time.perf_counter())
+        return original(self, job, width, lit)
 
-    JobCard.render = render  # type: ignore[method-assign]
+    JobsPanel._build_card = build  # type: ignore[method-assign]
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             while app.main_screen is None or app.main_screen.query_one("#graph", ChainGraph).drive is None:
@@ -207,7 +206,7 @@ async def latency_run(sock: str, jobs: int) -> list[float]:
             await hub.wait_job(s, job.id, lambda j: j.finished)
             os.unlink(target)
     finally:
-        JobCard.render = original  # type: ignore[method-assign]
+        JobsPanel._build_card = original  # type: ignore[method-assign]
     return samples
 
 

@@ -64,8 +64,8 @@ async def test_not_converging_flagged_then_lifted(lab, short_window):
                         what="not converging")
             conv = j.convergence()
             assert "speed limit 256.0 KiB/s holds the copy back" in conv.reason
-            card = main(app).query_one("#jobs", JobsPanel).cards[j.key]
-            await until(pilot, lambda: "not converging" in str(card.render()) and card.has_class("-stuck"))
+            panel = main(app).query_one("#jobs", JobsPanel)
+            await until(pilot, lambda: "not converging" in panel.text_of(j) and "-stuck" in panel.classes_of(j))
             await press(pilot, "tab")
             await press(pilot, "w")
             if can_switch:  # QEMU 8.2+ switches the running mirror

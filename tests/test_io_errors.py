@@ -35,10 +35,10 @@ async def test_target_io_error_shown_then_resumed_or_cancelled(lab, errno, actio
         await until(pilot, lambda: j.last_error_event is not None, what="BLOCK_JOB_ERROR")
         assert j.last_error_event["operation"] == "write" and j.last_error_event["action"] == "stop"
         await until(pilot, lambda: j.paused and j.io_status == io_status, what="paused on error")
-        card = main(app).query_one("#jobs", JobsPanel).cards[j.key]
-        await until(pilot, lambda: "I/O error on write" in str(card.render()) and io_status in str(card.render()))
-        assert ("ENOSPC" if errno == 28 else "EIO") in str(card.render())
-        assert card.has_class("-error")
+        panel = main(app).query_one("#jobs", JobsPanel)
+        await until(pilot, lambda: "I/O error on write" in panel.text_of(j) and io_status in panel.text_of(j))
+        assert ("ENOSPC" if errno == 28 else "EIO") in panel.text_of(j)
+        assert "-error" in panel.classes_of(j)
         assert any(e.kind == "error" and "I/O error during write" in e.text for e in hub.log)
         await press(pilot, "tab")
         if errno == 5:

@@ -254,8 +254,7 @@ def freeze(job, offset: int, length: int, rate: float, history: list[float], sta
 
 
 def card_text(app: ChainApp, job) -> str:
-    card = main(app).query_one("#jobs", JobsPanel).cards.get(job.key)
-    return str(card.render()) if card is not None else ""
+    return main(app).query_one("#jobs", JobsPanel).text_of(job)
 
 
 async def with_jobs(pilot) -> None:

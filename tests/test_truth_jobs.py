@@ -26,7 +26,7 @@ def notes(app) -> list[str]:
 
 
 def card_text(app, j) -> str:
-    return str(main(app).query_one("#jobs", JobsPanel).cards[j.key].render())
+    return main(app).query_one("#jobs", JobsPanel).text_of(j)
 
 
 async def start_mirror(app, pilot, target, speed: str):
@@ -52,15 +52,15 @@ async def test_commit_refused_for_the_write_lock_shows_a_failed_card(lab):
             j = await until(pilot, lambda: job(app, "commit-drive0-1"), what="a card for the refused job")
             await until(pilot, lambda: j.finished, what="failed")
             assert j.result == "failed" and 'Failed to get "write" lock' in j.outcome
-            card = main(app).query_one("#jobs", JobsPanel).cards[j.key]
+            panel = main(app).query_one("#jobs", JobsPanel)
             await pilot.pause(0.1)
-            text = str(card.render())
+            text = panel.text_of(j)
             assert "FAILED" in text and "write" in text and "100%" not in text and "ended" not in text
-            assert card.has_class("-error") and not card.has_class("-finished")
+            assert "-error" in panel.classes_of(j) and "-finished" not in panel.classes_of(j)
             assert "0 running" in main(app).query_one("#jobs").border_title
             # it stays until dismissed
             await pilot.pause(0.3)
-            assert j.key in main(app).query_one("#jobs", JobsPanel).cards
+            assert j.key in main(app).query_one("#jobs", JobsPanel).order
             await press(pilot, "d")
             await until(pilot, lambda: app.hub.tracker.get(j.session, j.id) is None, what="dismissed")
             assert await chain(app) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
@@ -110,7 +110,7 @@ async def test_stream_whose_qemu_is_killed_midway_is_lost(lab):
         text = card_text(app, j)
         assert "LOST" in text and "stopped at" in text and "100%" not in text
         assert j.stopped_at.startswith(f"{reached:.0%}") and reached < 1
-        assert main(app).query_one("#jobs", JobsPanel).cards[j.key].has_class("-error")
+        assert "-error" in main(app).query_one("#jobs", JobsPanel).classes_of(j)
     q2.stop()
     same(lab, paths[-1], ref)  # a killed stream loses nothing the guest had
 
@@ -137,7 +137,7 @@ async def test_job_keys_act_only_on_the_picked_drive_and_name_job_drive_and_qemu
         app.launch(ops.plan_stream(hub.drive(sa, "drive0"), None, "64K", "stream-drive0-1"))
         ja = await until(pilot, lambda: app.hub.tracker.get(sa, "stream-drive0-1"))
         await until(pilot, lambda: ja.status == "running")
-        assert ja is not jb and len(main(app).query_one("#jobs", JobsPanel).cards) == 2
+        assert ja is not jb and len(main(app).query_one("#jobs", JobsPanel).order) == 2
         drives.focus()
         await press(pilot, "down")
         await until(pilot, lambda: drives.selected == (sb, "drive0"), what="the second drive")
@@ -178,12 +178,18 @@ async def test_running_first_and_dismiss_all_finished(lab):
         app.launch(ops.plan_stream(hub.drive(sb, "drive0"), None, "64K", "stream-drive0-1"))
         live = await until(pilot, lambda: hub.tracker.get(sb, "stream-drive0-1"))
         panel = main(app).query_one("#jobs", JobsPanel)
-        await until(pilot, lambda: [c.job.key for c in panel.children] == [live.key, done.key, done2.key],
+        await until(pilot, lambda: panel.order == [live.key, done.key, done2.key],
                     what="the running job's card above the finished ones")
         await pilot.pause(0.2)
         # at 80x24 the panel shows two cards: the running one is among them
-        assert panel.cards[live.key] in app.screen._compositor.visible_widgets
-        assert panel.cards[live.key].region.y < panel.cards[done.key].region.y
+        assert live.key in panel.visible_keys() and "stream-drive0-1" in panel.text_of(live)
+        assert panel.order.index(live.key) < panel.order.index(done.key)
+        # a click on the second card highlights it and gives the panel focus (border row, then two lines a card)
+        await pilot.click("#jobs", offset=(10, 3))
+        await until(pilot, lambda: app.focused is panel and panel.highlighted is done, what="the clicked card")
+        assert main(app).target_job() is done
+        await press(pilot, "up")
+        assert panel.highlighted is live and main(app).target_job() is live
         await press(pilot, "D")
         await until(pilot, lambda: any("Dismissed 2 finished jobs" in n for n in notes(app)), what="feedback")
         assert hub.tracker.get(s, done.id) is None and hub.tracker.get(sb, live.id) is live

@@ -261,7 +261,7 @@ async def test_pause_resume_speed_cancel_dismiss(lab):
         assert j.outcome == "cancelled"
         await press(pilot, "d")
         await until(pilot, lambda: app.hub.tracker.get(j.session, j.id) is None, what="dismissed")
-        assert not main(app).query_one("#jobs", JobsPanel).cards
+        assert not main(app).query_one("#jobs", JobsPanel).order
         assert await chain(app) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
     q.stop()
     same(lab, paths[-1], ref)
@@ -430,8 +430,8 @@ async def test_two_qemus_three_jobs(lab):
         assert len(set(started)) == 3
         jobs = list(app.hub.tracker.jobs.values())
         await until(pilot, lambda: all(j.status == "running" for j in jobs), what="three running")
-        cards = main(app).query_one("#jobs", JobsPanel).cards
-        assert len(cards) == 3
+        panel = main(app).query_one("#jobs", JobsPanel)
+        assert len(panel.order) == 3 and all(panel.text_of(j) for j in jobs)
         for j in jobs:
             await app.hub.set_speed(j.session, j.id, 0)
         await until(pilot, lambda: all(j.finished for j in jobs))

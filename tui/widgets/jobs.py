@@ -1,11 +1,20 @@
-"""Job cards: one per job, across all drives and QEMU processes, live."""
+"""Job cards: one per job, across all drives and QEMU processes, live.
+
+One line-API view draws every card: two lines a card, only the visible lines
+rendered, each cached under what it shows (the job's version, the width, the
+highlight and focus), so a poll that changes one card redraws two lines.
+"""
 
 from __future__ import annotations
 
-from rich.text import Text
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.widget import Widget
+from textual.color import Color
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from ..backend.jobs import Job
 from ..backend.fmt import human_duration, human_size
@@ -31,133 +40,70 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "━" * full + half + " " * (width - full - len(half))
 
 
-class JobCard(Widget):
-    """Two lines about one job: what, where, state; progress, rate, ETA, limit."""
+CARD = 2  # lines per card
+BOLD = Style(bold=True)
 
+# what a card's state is called, for tests and CSS-minded readers (was a widget class per card)
+STATE_CLASSES = ("-ready", "-error", "-finished", "-cancelled", "-unknown", "-paused", "-stuck")
+
+
+def card_classes(job: Job) -> set[str]:
+    """The states a card shows, as names: '-error', '-stuck', '-finished', ..."""
+    conv = job.convergence() if job.needs_convergence else None
+    flags = {
+        "-ready": job.ready and not job.finished,
+        "-error": job.result in ("failed", "lost")
+        or (not job.finished and (bool(job.error) or job.io_status not in ("ok", "", None))),
+        "-finished": job.finished and job.succeeded,
+        "-cancelled": job.result in ("cancelled", "unknown"),
+        "-unknown": job.lost and not job.finished,
+        "-paused": job.user_paused and not job.finished,
+        "-stuck": conv is not None and not conv.converging,
+    }
+    return {name for name, on in flags.items() if on}
+
+
+class JobsPanel(ScrollView, can_focus=True):
+    """All job cards in one view; the highlighted one receives f/x/p/+/-/d when this panel has focus."""
+
+    COMPONENT_CLASSES = {
+        "jobs-panel--text",
+        "jobs-panel--muted",
+        "jobs-panel--id",
+        "jobs-panel--type",
+        "jobs-panel--good",
+        "jobs-panel--bad",
+        "jobs-panel--warn",
+        "jobs-panel--bar",
+        "jobs-panel--spark",
+        "jobs-panel--edge",
+        "jobs-panel--edge-good",
+        "jobs-panel--edge-bad",
+        "jobs-panel--edge-warn",
+        "jobs-panel--edge-finished",
+        "jobs-panel--highlight",
+        "jobs-panel--highlight-focus",
+        "jobs-panel--stuck",
+    }
     DEFAULT_CSS = """
-    JobCard { height: 2; padding: 0 1; }
+    JobsPanel > .jobs-panel--text { color: $foreground; }
+    JobsPanel > .jobs-panel--muted { color: $foreground-muted; }
+    JobsPanel > .jobs-panel--id { text-style: bold; }
+    JobsPanel > .jobs-panel--type { color: $text-secondary; }
+    JobsPanel > .jobs-panel--good { color: $text-success; }
+    JobsPanel > .jobs-panel--bad { color: $text-error; }
+    JobsPanel > .jobs-panel--warn { color: $text-warning; }
+    JobsPanel > .jobs-panel--bar { color: $text-accent; }
+    JobsPanel > .jobs-panel--spark { color: $text-secondary; }
+    JobsPanel > .jobs-panel--edge { color: $surface; }
+    JobsPanel > .jobs-panel--edge-good { color: $success; }
+    JobsPanel > .jobs-panel--edge-bad { color: $error; }
+    JobsPanel > .jobs-panel--edge-warn { color: $warning; }
+    JobsPanel > .jobs-panel--edge-finished { color: $success 50%; }
+    JobsPanel > .jobs-panel--highlight { background: $boost; }
+    JobsPanel > .jobs-panel--highlight-focus { background: $accent 30%; }
+    JobsPanel > .jobs-panel--stuck { background: $warning 10%; }
     """
-
-    def __init__(self, job: Job) -> None:
-        super().__init__()
-        self.job = job
-        self._seen = -1
-        self.sync_classes()
-
-    def sync_classes(self) -> None:
-        job = self.job
-        self.set_class(job.ready and not job.finished, "-ready")
-        self.set_class(
-            job.result in ("failed", "lost") or (not job.finished and (bool(job.error) or job.io_status not in ("ok", "", None))),
-            "-error",
-        )
-        self.set_class(job.finished and job.succeeded, "-finished")
-        self.set_class(job.result in ("cancelled", "unknown"), "-cancelled")
-        self.set_class(job.lost and not job.finished, "-unknown")
-        self.set_class(job.user_paused and not job.finished, "-paused")
-        conv = job.convergence() if job.needs_convergence else None
-        self.set_class(conv is not None and not conv.converging, "-stuck")
-
-    def update_job(self, job: Job) -> None:
-        self.job = job
-        if job.version != self._seen:
-            self._seen = job.version
-            self.sync_classes()
-            self.refresh()
-
-    def render(self) -> Text:
-        job = self.job
-        where = f"{job.drive or '?'}@{job.session}"
-        state = job.state_text
-        if job.lost and not job.finished:
-            state = "✗ LOST: its QEMU does not answer"
-        elif job.ended_badly:
-            state = {"failed": "✗ FAILED", "lost": "✗ LOST", "cancelled": "⊘ CANCELLED"}.get(
-                job.result or "", "? ENDED, outcome unknown"
-            )
-        state_style = "bold"
-        if job.finished:
-            state_style = {"completed": "bold green", "failed": "bold red", "lost": "bold red"}.get(
-                job.result or "", "bold yellow"
-            )
-        elif job.lost or job.io_status not in ("ok", "", None):
-            state_style = "bold red"
-        elif job.ready:
-            state_style = "bold green"
-        elif job.is_paused:
-            state_style = "bold yellow"
-        first = Text.assemble(
-            (job.id, "bold"),
-            ("  ", ""),
-            (job.type, "cyan"),
-            ("  ", ""),
-            (where, "dim"),
-            ("  ", ""),
-            (state, state_style),
-        )
-        if job.last_error_event and not job.finished:
-            ev = job.last_error_event
-            cause = IO_STATUS.get(job.io_status, "")
-            first.append(f"  I/O error on {ev.get('operation')}{cause} → {ev.get('action')}", "red")
-        conv = job.convergence() if job.needs_convergence else None
-        if conv is not None and not conv.converging:
-            first.append(f"  ⚠ not converging: {conv.reason} (+/u: raise/lift limit, w: write-blocking)", "bold yellow")
-        if job.target:
-            first.append(f"  → {job.target}", "dim")
-        if not job.started_by_us:
-            first.append("  (started elsewhere)", "dim italic")
-        pct = f"{job.progress:>4.0%}" if job.length > 0 else "  --"
-        done = f"{human_size(job.offset)} of {human_size(job.length)}" if job.length > 0 else "nothing copied"
-        if job.finished:
-            bar_style = {"completed": "green", "failed": "red", "lost": "red"}.get(job.result or "", "yellow")
-        elif job.lost:
-            bar_style = "grey50"
-        else:
-            bar_style = "green" if job.ready else "magenta"
-        if job.ended_badly:
-            # the reason QEMU gave and where it got to, where a progress bar would be
-            detail = job.outcome or ""
-            for sep in (": ", "; "):
-                if detail.startswith((job.result or "") + sep):
-                    detail = detail[len(job.result or "") + 2 :]
-            second = Text.assemble((bar(job.progress, 8), bar_style), (f" {pct}  ", "bold"), (detail, bar_style))
-            if not (job.result == "cancelled" and job.ready) and (job.offset or job.length):
-                second.append(f" · stopped at {job.stopped_at}", bar_style)
-            second.append("  · d dismiss", "dim")
-        else:
-            second = Text.assemble((bar(job.progress), bar_style), (f" {pct}  ", "bold"), (done, ""))
-        if job.finished:
-            pass
-        elif job.lost:
-            second.append("  no rate, no ETA", "red")
-        elif job.ready:
-            hint = "f: finish" if job.type != "mirror" else "f: pivot to target, x: keep source"
-            second.append(f"  in sync · {hint}", "green")
-        elif not job.finished:
-            second.append(f"  {human_size(job.rate)}/s", "")
-            stuck = conv is not None and not conv.converging
-            second.append(f"  ETA {'never at this pace' if stuck else human_duration(job.eta)}", "dim")
-            if job.is_paused:
-                second.append(" (paused)", "yellow")
-            second.append(" " + sparkline(list(job.rate_history), 12), "cyan")
-            if conv is not None:
-                arrow = "▲" if conv.trend > 0 else ("▼" if conv.trend < 0 else "=")
-                text = f"  left {arrow} {human_size(abs(conv.trend))}/s"
-                if conv.dirty_rate > 0:
-                    text += f", guest {human_size(conv.dirty_rate)}/s"
-                second.append(text, "yellow" if not conv.converging else "dim")
-        if not job.finished:
-            second.append(f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "dim")
-        width = max(10, self.content_region.width or self.size.width or 80)
-        first.truncate(width, overflow="ellipsis")
-        second.truncate(width, overflow="ellipsis")
-        first.append("\n")
-        first.append_text(second)
-        return first
-
-
-class JobsPanel(VerticalScroll, can_focus=True):
-    """All job cards; the highlighted one receives f/x/p/+/-/d when this panel has focus."""
 
     BINDINGS = [
         Binding("up,k", "move(-1)", "Previous job", show=False),
@@ -166,71 +112,326 @@ class JobsPanel(VerticalScroll, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.cards: dict[tuple[str, str], JobCard] = {}
+        self.jobs: dict[tuple[str, str], Job] = {}
         self.order: list[tuple[str, str]] = []
         self.cursor = 0
+        self._seen: dict[tuple[str, str], int] = {}
+        # one entry per card line: (key, row) -> (what it shows, strip)
+        self._lines: dict[tuple[tuple[str, str], int], tuple[tuple, Strip]] = {}
+        self._styles: dict[str, Style] = {}
+        self._frame: tuple[int, Style] | None = None
 
+    # -- public ----------------------------------------------------------
     @property
     def highlighted(self) -> Job | None:
         if not self.order:
             return None
-        key = self.order[min(self.cursor, len(self.order) - 1)]
-        return self.cards[key].job
+        return self.jobs[self.order[min(self.cursor, len(self.order) - 1)]]
+
+    def lines_for(self, job: Job) -> list[Strip]:
+        """The card's lines as they are drawn at the current width (empty when the job has no card)."""
+        if job.key not in self.jobs:
+            return []
+        index = self.order.index(job.key)
+        width = self._frame_info()[0] or 80
+        return [self._card_line(index, row, width) for row in range(CARD)]
+
+    def text_of(self, job: Job) -> str:
+        """The card's text, its two lines joined by a newline ('' when the job has no card)."""
+        return "\n".join(strip.text.rstrip() for strip in self.lines_for(job))
+
+    def classes_of(self, job: Job) -> set[str]:
+        """The states the card shows ('-error', '-stuck', ...); empty when the job has no card."""
+        return card_classes(self.jobs[job.key]) if job.key in self.jobs else set()
+
+    def visible_keys(self) -> list[tuple[str, str]]:
+        """Keys of the cards (at least partly) on screen, top to bottom."""
+        height = self.scrollable_content_region.height
+        top = int(self.scroll_y)
+        first, last = top // CARD, (top + height - 1) // CARD
+        return self.order[first : last + 1] if height > 0 else []
 
     def show(self, jobs: list[Job]) -> None:
         keys = [j.key for j in jobs]
+        self.jobs = {j.key: j for j in jobs}
         if keys != self.order:
             current = self.order[self.cursor] if self.order and self.cursor < len(self.order) else None
-            for key in list(self.cards):
-                if key not in keys:
-                    self.cards.pop(key).remove()
-            new_cards = []
-            prev: JobCard | None = None
-            # cards on screen in the order given (running first): move the old ones, mount the new in place
-            for job in jobs:
-                card = self.cards.get(job.key)
-                if card is None:
-                    card = self.cards[job.key] = JobCard(job)
-                    new_cards.append(card)
-                    if prev is None:
-                        self.mount(card, before=0) if self.children else self.mount(card)
-                    else:
-                        self.mount(card, after=prev)
-                elif prev is None:
-                    if self.children and self.children[0] is not card:
-                        self.move_child(card, before=0)
-                else:
-                    kids = list(self.children)
-                    if kids.index(card) != kids.index(prev) + 1:
-                        self.move_child(card, after=prev)
-                prev = card
+            new = [k for k in keys if k not in self._seen]
             self.order = keys
+            self._seen = {k: v for k, v in self._seen.items() if k in self.jobs}
+            for key in [k for k in self._lines if k[0] not in self.jobs]:
+                del self._lines[key]
             if not self.has_focus:
                 # nobody is reading a particular card: show the top, where running jobs are
                 self.cursor = 0
             elif current in keys:
                 self.cursor = keys.index(current)
-            elif new_cards:
-                self.cursor = keys.index(new_cards[-1].job.key)
+            elif new:
+                self.cursor = keys.index(new[-1])
             else:
                 self.cursor = min(self.cursor, max(0, len(keys) - 1))
+            self._seen.update({j.key: j.version for j in jobs})
+            self._resize_virtual()
+            self.set_class(not jobs, "-empty")
+            self.refresh(layout=True)
             self._mark()
-        for job in jobs:
-            self.cards[job.key].update_job(job)
+            return
+        for index, job in enumerate(jobs):
+            if self._seen.get(job.key) != job.version:
+                self._seen[job.key] = job.version
+                self.refresh_lines(index * CARD, CARD)
         self.set_class(not jobs, "-empty")
 
+    def select(self, key: tuple[str, str]) -> None:
+        if key in self.order:
+            self.cursor = self.order.index(key)
+            self.refresh()
+            self._mark()
+
+    # -- cursor ----------------------------------------------------------
     def _mark(self) -> None:
-        for i, key in enumerate(self.order):
-            self.cards[key].set_class(i == self.cursor, "-highlight")
         if self.order:
-            card = self.cards[self.order[self.cursor]]
             if self.cursor == 0:
                 self.call_after_refresh(self.scroll_home, animate=False)
             else:
-                self.call_after_refresh(self.scroll_to_widget, card, animate=False)
+                self.call_after_refresh(self._scroll_to_cursor)
+
+    def _scroll_to_cursor(self) -> None:
+        top = self.cursor * CARD
+        height = self.scrollable_content_region.height or self.size.height
+        if top < self.scroll_y:
+            self.scroll_to(y=top, animate=False)
+        elif top + CARD > self.scroll_y + height:
+            self.scroll_to(y=max(0, top + CARD - height), animate=False)
 
     def action_move(self, delta: int) -> None:
         if not self.order:
             return
-        self.cursor = max(0, min(len(self.order) - 1, self.cursor + delta))
+        cursor = max(0, min(len(self.order) - 1, self.cursor + delta))
+        if cursor != self.cursor:
+            self.refresh_lines(self.cursor * CARD, CARD)
+            self.cursor = cursor
+            self.refresh_lines(cursor * CARD, CARD)
         self._mark()
+
+    def on_click(self, event) -> None:  # type: ignore[no-untyped-def]
+        offset = event.get_content_offset(self)
+        if offset is None or not self.order:
+            return
+        index = int((offset.y + self.scroll_y) // CARD)
+        if index < len(self.order):
+            self.select(self.order[index])
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._resize_virtual()
+
+    def _resize_virtual(self) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width or self.size.width, len(self.order) * CARD)
+
+    # -- drawing ---------------------------------------------------------
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):  # type: ignore[no-untyped-def, override]
+        self._frame = None
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def notify_style_update(self) -> None:
+        self._frame = None
+        if hasattr(self, "_lines"):
+            self._lines.clear()
+            self._styles.clear()
+        super().notify_style_update()
+
+    def _frame_info(self) -> tuple[int, Style]:
+        """The content width and base style, looked up once per repaint instead of once per line."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = (self.scrollable_content_region.width, self.rich_style)
+        return frame
+
+    def _style(self, name: str, faded: bool = False) -> Style:
+        """A component's style without its background (cards put their own under it); faded: text-opacity 70%."""
+        key = f"{name}:{faded}"
+        style = self._styles.get(key)
+        if style is None:
+            full = self.get_component_rich_style(f"jobs-panel--{name}")
+            color = full.color
+            if faded and color is not None and full.bgcolor is not None:
+                fg, bg = Color.from_rich_color(color), Color.from_rich_color(full.bgcolor)
+                color = bg.blend(fg, 0.7).rich_color
+            style = self._styles[key] = Style(color=color, bold=full.bold, italic=full.italic)
+        return style
+
+    def _piece(self, name: str, text: Style, faded: bool) -> Style:
+        """The style of a piece of a card: uncoloured pieces take the card's text colour."""
+        if not name:
+            return text
+        if name == "id":  # emphasis only: the card's own text colour
+            return text + (BOLD if self._style("id").bold else Style())
+        if name.endswith("!"):  # a state or a warning: bold
+            return self._piece(name[:-1], text, faded) + BOLD
+        return self._style(name, faded)
+
+    def _background(self, *names: str) -> Style:
+        """The widget's background with the components' backgrounds laid over it in turn."""
+        key = "bg:" + ",".join(names)
+        style = self._styles.get(key)
+        if style is None:
+            under = self._frame_info()[1].bgcolor
+            color = Color.from_rich_color(under) if under is not None else Color(0, 0, 0)
+            for name in names:
+                color = color + self.get_component_styles(f"jobs-panel--{name}").background
+            style = self._styles[key] = Style(bgcolor=color.rich_color)
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        width, base = self._frame_info()
+        index, row = divmod(y + int(self.scroll_y), CARD)
+        if index >= len(self.order):
+            return Strip.blank(width, base)
+        return self._card_line(index, row, width)
+
+    def _card_line(self, index: int, row: int, width: int) -> Strip:
+        key = self.order[index]
+        job = self.jobs[key]
+        lit = index == self.cursor
+        shows = (job.version, width, lit, lit and self.has_focus)
+        cached = self._lines.get((key, row))
+        if cached is not None and cached[0] == shows:
+            return cached[1]
+        first, second = self._build_card(job, width, lit)
+        self._lines[(key, 0)] = (shows, first)
+        self._lines[(key, 1)] = (shows, second)
+        return first if row == 0 else second
+
+    def _build_card(self, job: Job, width: int, lit: bool) -> tuple[Strip, Strip]:
+        """Both lines of one card: a coloured edge, a space, the text cut to fit, a space."""
+        classes = card_classes(job)
+        base = self._frame_info()[1]
+        layers = ["stuck"] if "-stuck" in classes else []
+        if lit:
+            layers.append("highlight-focus" if self.has_focus else "highlight")
+        background = base + self._background(*layers) if layers else base
+        faded = "-finished" in classes
+        text = self._style("muted" if classes & {"-finished", "-unknown"} else "text", faded)
+        edge = "edge"
+        for cls, name in (
+            ("-cancelled", "edge-warn"), ("-finished", "edge-finished"), ("-stuck", "edge-warn"),
+            ("-paused", "edge-warn"), ("-unknown", "edge-bad"), ("-error", "edge-bad"), ("-ready", "edge-good"),
+        ):
+            if cls in classes:
+                edge = name
+                break
+        first, second = self._card_parts(job)
+        inner = max(1, width - 3)
+        lines = []
+        for parts in (first, second):
+            segments = [Segment("█", background + self._style(edge, faded)), Segment(" ", background)]
+            segments += _fit([(t, background + self._piece(s, text, faded)) for t, s in parts], inner)
+            used = 2 + sum(cell_len(seg.text) for seg in segments[2:])
+            segments.append(Segment(" " * max(0, width - used), background))
+            lines.append(Strip(segments, max(width, used)))
+        return lines[0], lines[1]
+
+    @staticmethod
+    def _card_parts(job: Job) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """What a card says, as (text, style name) pieces for its two lines."""
+        where = f"{job.drive or '?'}@{job.session}"
+        state = job.state_text
+        if job.lost and not job.finished:
+            state = "✗ LOST: its QEMU does not answer"
+        elif job.ended_badly:
+            state = {"failed": "✗ FAILED", "lost": "✗ LOST", "cancelled": "⊘ CANCELLED"}.get(
+                job.result or "", "? ENDED, outcome unknown"
+            )
+        state_style = "id"
+        if job.finished:
+            state_style = {"completed": "good", "failed": "bad", "lost": "bad"}.get(job.result or "", "warn")
+        elif job.lost or job.io_status not in ("ok", "", None):
+            state_style = "bad"
+        elif job.ready:
+            state_style = "good"
+        elif job.is_paused:
+            state_style = "warn"
+        first = [(job.id, "id"), ("  ", ""), (job.type, "type"), ("  ", ""), (where, "muted"), ("  ", ""),
+                 (state, state_style + "!" if state_style != "id" else "id")]
+        if job.last_error_event and not job.finished:
+            ev = job.last_error_event
+            cause = IO_STATUS.get(job.io_status, "")
+            first.append((f"  I/O error on {ev.get('operation')}{cause} → {ev.get('action')}", "bad"))
+        conv = job.convergence() if job.needs_convergence else None
+        if conv is not None and not conv.converging:
+            first.append((f"  ⚠ not converging: {conv.reason} (+/u: raise/lift limit, w: write-blocking)", "warn!"))
+        if job.target:
+            first.append((f"  → {job.target}", "muted"))
+        if not job.started_by_us:
+            first.append(("  (started elsewhere)", "muted"))
+        pct = f"{job.progress:>4.0%}" if job.length > 0 else "  --"
+        done = f"{human_size(job.offset)} of {human_size(job.length)}" if job.length > 0 else "nothing copied"
+        if job.finished:
+            bar_style = {"completed": "good", "failed": "bad", "lost": "bad"}.get(job.result or "", "warn")
+        elif job.lost:
+            bar_style = "muted"
+        else:
+            bar_style = "good" if job.ready else "bar"
+        second: list[tuple[str, str]]
+        if job.ended_badly:
+            # the reason QEMU gave and where it got to, where a progress bar would be
+            detail = job.outcome or ""
+            for sep in (": ", "; "):
+                if detail.startswith((job.result or "") + sep):
+                    detail = detail[len(job.result or "") + 2 :]
+            second = [(bar(job.progress, 8), bar_style), (f" {pct}  ", "id"), (detail, bar_style)]
+            if not (job.result == "cancelled" and job.ready) and (job.offset or job.length):
+                second.append((f" · stopped at {job.stopped_at}", bar_style))
+            second.append(("  · d dismiss", "muted"))
+        else:
+            second = [(bar(job.progress), bar_style), (f" {pct}  ", "id"), (done, "")]
+        if job.finished:
+            pass
+        elif job.lost:
+            second.append(("  no rate, no ETA", "bad"))
+        elif job.ready:
+            hint = "f: finish" if job.type != "mirror" else "f: pivot to target, x: keep source"
+            second.append((f"  in sync · {hint}", "good"))
+        else:
+            second.append((f"  {human_size(job.rate)}/s", ""))
+            stuck = conv is not None and not conv.converging
+            second.append((f"  ETA {'never at this pace' if stuck else human_duration(job.eta)}", "muted"))
+            if job.is_paused:
+                second.append((" (paused)", "warn"))
+            second.append((" " + sparkline(list(job.rate_history), 12), "spark"))
+            if conv is not None:
+                arrow = "▲" if conv.trend > 0 else ("▼" if conv.trend < 0 else "=")
+                text = f"  left {arrow} {human_size(abs(conv.trend))}/s"
+                if conv.dirty_rate > 0:
+                    text += f", guest {human_size(conv.dirty_rate)}/s"
+                second.append((text, "warn" if not conv.converging else "muted"))
+        if not job.finished:
+            second.append((f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "muted"))
+        return first, second
+
+
+def _fit(pieces: list[tuple[str, Style]], width: int) -> list[Segment]:
+    """Segments of the pieces, cut to ``width`` cells with an ellipsis where text was cut."""
+    segments: list[Segment] = []
+    used = 0
+    for index, (text, style) in enumerate(pieces):
+        if not text:
+            continue
+        size = cell_len(text)
+        if used + size <= width and not (used + size == width and any(t for t, _ in pieces[index + 1 :])):
+            segments.append(Segment(text, style))
+            used += size
+            continue
+        room = width - used - 1
+        if room > 0:
+            cut = Segment(text, style).split_cells(room)[0]
+            segments.append(cut)
+        segments.append(Segment("…", style))
+        return segments
+    return segments
