@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.2  # query-block-jobs while jobs run: 5 per second
 # Another tool (a second monitor, libvirt) can change a chain without any event: the
 # structure (x-debug-query-block-graph alone) is compared this often, and the drives are
-# re-read in full only when it changed.
-WATCH_INTERVAL = 1.0
+# re-read in full only when it changed.  One shared watch for all sessions; a change shows
+# within 2 s (one interval, the look and the re-read).
+WATCH_INTERVAL = 1.6
 
 
 class Hub(HubCommands):
@@ -50,7 +51,9 @@ class Hub(HubCommands):
     ) -> None:
         self.owned = owned  # the jobs chaintui started, kept across restarts
         self.watch_interval = watch_interval  # 0: no structure watch (chaintui chains)
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._watched: set[str] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_round = 0
         self.audit = audit
         self.sessions: dict[str, Backend] = {}
         self.drives: dict[str, list[Drive]] = {}
@@ -339,24 +342,29 @@ class Hub(HubCommands):
     def _ensure_watcher(self, session: str) -> None:
         if self._closed or self.watch_interval <= 0:
             return
-        task = self._watchers.get(session)
-        if task is None or task.done():
-            self._watchers[session] = asyncio.create_task(self._watch_loop(session))
+        self._watched.add(session)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_loop(), name="structure-watch")
 
-    async def _watch_loop(self, session: str) -> None:
+    async def _watch_loop(self) -> None:
+        """Every session's structure looked at together: one wake-up per interval for all QEMUs."""
         try:
-            while not self._closed:
-                # half as often for a big graph (47 ms a look at 1000 images), and while jobs
-                # run (their own events and polls already cost; a job's end triggers a refresh)
-                slow = self.last_check_ms.get(session, 0.0) > 25 or bool(self.tracker.active_for(session))
-                await asyncio.sleep(self.watch_interval * (2 if slow else 1))
-                sess = self.sessions.get(session)
-                if sess is None or not sess.connected:
-                    return
-                try:
-                    await self.check_structure(session)
-                except ChainTuiError:
-                    continue  # lost: the next connect starts a new watcher; refused: try again
+            while not self._closed and self._watched:
+                await asyncio.sleep(self.watch_interval)
+                self._watch_round += 1
+                due = []
+                for session in list(self._watched):
+                    sess = self.sessions.get(session)
+                    if sess is None or not sess.connected:
+                        self._watched.discard(session)  # the next connect watches it again
+                        continue
+                    # every other round for a big graph (47 ms a look at 1000 images), and while jobs
+                    # run (their own events and polls already cost; a job's end triggers a refresh)
+                    slow = self.last_check_ms.get(session, 0.0) > 25 or bool(self.tracker.active_for(session))
+                    if not slow or self._watch_round % 2 == 0:
+                        due.append(session)
+                if due:
+                    await asyncio.gather(*(self._check_quietly(s) for s in due))
         except asyncio.CancelledError:
             pass
 
@@ -477,7 +485,7 @@ class Hub(HubCommands):
         for handle in self._held_pauses.values():
             handle.cancel()
         self._held_pauses.clear()
-        tasks = [t for t in (self._ticker, *self._refreshers.values(), *self._watchers.values(), *self._checks.values())
+        tasks = [t for t in (self._ticker, *self._refreshers.values(), self._watcher, *self._checks.values())
                  if t is not None]
         for task in tasks:
             task.cancel()
