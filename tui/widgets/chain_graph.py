@@ -14,17 +14,17 @@ from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..backend.chain import Drive, Image
 from ..backend.fmt import human_size
+from .line_view import LineView
 
 BLOCK = 4  # lines per image: three for the box, one for the arrow below it
 MAX_BOX = 76
 
 
-class ChainGraph(ScrollView, can_focus=True):
+class ChainGraph(LineView, can_focus=True):
     """The chain graph; posts :class:`ChainGraph.Highlighted` as the cursor moves."""
 
     COMPONENT_CLASSES = {
@@ -178,24 +178,10 @@ class ChainGraph(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width or self.size.width or 60
         return max(24, min(MAX_BOX, width - 3))
 
-    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):  # type: ignore[no-untyped-def, override]
-        self._frame = None
-        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
-
-    def notify_style_update(self) -> None:
-        """Styles changed (a new theme): cached strips and the frame's base style hold the old colours
-        (as Textual's Log does)."""
-        self._frame = None
-        if hasattr(self, "_cache"):
+    def clear_line_cache(self) -> None:
+        """Styles changed (a new theme): cached strips hold the old colours (as Textual's Log does)."""
+        if hasattr(self, "_cache"):  # styles arrive before __init__ has run
             self._cache.clear()
-        super().notify_style_update()
-
-    def _frame_info(self) -> tuple[int, Style]:
-        """The content width and base style, looked up once per repaint instead of once per line."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = (self.scrollable_content_region.width, self.rich_style)
-        return frame
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset

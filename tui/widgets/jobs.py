@@ -13,11 +13,11 @@ from rich.style import Style
 from textual.binding import Binding
 from textual.color import Color
 from textual.geometry import Size
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..backend.jobs import Job
 from ..backend.fmt import human_duration, human_size
+from ..backend.jobs import Job
+from .line_view import LineView
 
 SPARK = "▁▂▃▄▅▆▇█"
 # query-block-jobs io-status → the errno class QEMU saw (BLOCK_JOB_ERROR carries none)
@@ -63,7 +63,7 @@ def card_classes(job: Job) -> set[str]:
     return {name for name, on in flags.items() if on}
 
 
-class JobsPanel(ScrollView, can_focus=True):
+class JobsPanel(LineView, can_focus=True):
     """All job cards in one view; the highlighted one receives f/x/p/+/-/d when this panel has focus."""
 
     COMPONENT_CLASSES = {
@@ -146,10 +146,14 @@ class JobsPanel(ScrollView, can_focus=True):
 
     def visible_keys(self) -> list[tuple[str, str]]:
         """Keys of the cards (at least partly) on screen, top to bottom."""
+        first, last = self._visible_range()
+        return self.order[first : last + 1]
+
+    def _visible_range(self) -> tuple[int, int]:
+        """Indices of the first and last card (at least partly) on screen; last < first when none is."""
         height = self.scrollable_content_region.height
         top = int(self.scroll_y)
-        first, last = top // CARD, (top + height - 1) // CARD
-        return self.order[first : last + 1] if height > 0 else []
+        return top // CARD, (top + height - 1) // CARD
 
     def show(self, jobs: list[Job]) -> None:
         keys = [j.key for j in jobs]
@@ -176,10 +180,17 @@ class JobsPanel(ScrollView, can_focus=True):
             self.refresh(layout=True)
             self._mark()
             return
+        changed = []
         for index, job in enumerate(jobs):
             if self._seen.get(job.key) != job.version:
                 self._seen[job.key] = job.version
-                self.refresh_lines(index * CARD, CARD)
+                changed.append(index)
+        # one repaint for the visible cards that changed (a card scrolled into view later is
+        # drawn from its new version anyway)
+        first, last = self._visible_range()
+        changed = [i for i in changed if first <= i <= last]
+        if changed:
+            self.refresh_lines(changed[0] * CARD, (changed[-1] - changed[0] + 1) * CARD)
         self.set_class(not jobs, "-empty")
 
     def select(self, key: tuple[str, str]) -> None:
@@ -235,23 +246,10 @@ class JobsPanel(ScrollView, can_focus=True):
         self.virtual_size = Size(self.scrollable_content_region.width or self.size.width, len(self.order) * CARD)
 
     # -- drawing ---------------------------------------------------------
-    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):  # type: ignore[no-untyped-def, override]
-        self._frame = None
-        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
-
-    def notify_style_update(self) -> None:
-        self._frame = None
-        if hasattr(self, "_lines"):
+    def clear_line_cache(self) -> None:
+        if hasattr(self, "_lines"):  # styles arrive before __init__ has run
             self._lines.clear()
             self._styles.clear()
-        super().notify_style_update()
-
-    def _frame_info(self) -> tuple[int, Style]:
-        """The content width and base style, looked up once per repaint instead of once per line."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = (self.scrollable_content_region.width, self.rich_style)
-        return frame
 
     def _style(self, name: str, faded: bool = False) -> Style:
         """A component's style without its background (cards put their own under it); faded: text-opacity 70%."""
