@@ -25,7 +25,7 @@ from tui.backend.lab import Lab
 from tui.backend.libvirt_session import build_libvirt_drives
 
 from .conftest import MiB, wait_for
-from .libvirt_lab import URI, Daemons, Domains, virsh
+from .libvirt_lab import PIDFILES, URI, Daemons, Domains, virsh
 from .test_remote import sshd  # noqa: F401 - the fixture
 from .uihelp import ConfirmDialog, dialog, highlight, press, running_app, until
 
@@ -283,7 +283,8 @@ async def test_failed_job_says_why(vlab):
     # of its own) and before the domain starts (QEMU gets a mount namespace of its own)
     small = vlab.dir / "small"
     small.mkdir()
-    host = ["nsenter", "-t", Path("/run/libvirtd.pid").read_text().strip(), "-m", "--"]
+    # -r: libvirtd's own root too (in a chroot, the mount namespace's root is the host's /)
+    host = ["nsenter", "-t", PIDFILES["libvirtd"].read_text().strip(), "-m", "-r", "--"]
     subprocess.run(host + ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", str(small)], check=True)
     try:
         name, (paths,), _ = start(vlab)
