@@ -58,6 +58,11 @@ class Daemons:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        if self.started and virsh("list", "--all", "--name", check=False).stdout.strip():
+            # someone else (another test run on this machine) has domains on the libvirtd we
+            # started meanwhile: it is theirs to use now, so it stays
+            self.started.clear()
+            return
         for daemon in reversed(self.started):
             pid = _pid(daemon)
             if pid is not None:
