@@ -104,7 +104,12 @@ async def test_socket_that_speaks_something_else(tmp_path):
         except OSError:
             return
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-        time.sleep(0.5)
+        conn.settimeout(30)
+        try:  # open until chaintui hangs up, so it reads the answer, not an end of file
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
         conn.close()
 
     threading.Thread(target=serve, daemon=True).start()

@@ -11,6 +11,7 @@ from tui.app import ChainApp
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab, run
 from tui.screens.graph import GraphScreen
+from tui.widgets.image_tree import ImageTree
 
 from .uihelp import FIXED_CLOCK, MiB, graph, until
 
@@ -50,8 +51,15 @@ def test_graph_screen(snap_compare, tmp_path, monkeypatch):
             screen = await until(pilot, lambda: isinstance(pilot.app.screen, GraphScreen) and pilot.app.screen)
             await until(pilot, lambda: screen.chain_app.usage.state.result is not None
                         and not screen.chain_app.usage.state.running, what="scan")
-            await pilot.pause(0.1)
+            tree = screen.query_one("#image-tree", ImageTree)
+
+            def shows_cursor() -> bool:  # the details line names the image under the cursor
+                key = tree.highlighted
+                return key is not None and screen.path_text(key) in str(screen.query_one("#graph-details").render())
+
+            await until(pilot, lambda: tree.rows and tree.cursor > 0 and shows_cursor(), what="tree and details")
+            below = tree.cursor
             await pilot.press("up")
-            await pilot.pause(0.2)
+            await until(pilot, lambda: tree.cursor == below - 1 and shows_cursor(), what="cursor up, its details")
 
         assert snap_compare(app, terminal_size=(100, 20), run_before=before)

@@ -8,7 +8,6 @@ compares what the guest sees with the reference.
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from qemu.qmp import QMPClient
@@ -168,8 +167,8 @@ async def test_mirror_cancel_after_ready_keeps_source_and_consistent_copy(lab, h
     plan = ops.plan_mirror(drive, str(target), "qcow2", "full", 0, hub.new_job_id("mirror", drive))
     [job] = await hub.run_plan(plan)
     await hub.wait_job(s, job.id, lambda j: j.ready)
-    guest_write(lab, q, ref, 5 * MiB, 64 * 1024, 0x41)
-    await asyncio.sleep(0.1)
+    guest_write(lab, q, ref, 5 * MiB, 64 * 1024, 0x41)  # done once it returns (NBD): the mirror has it dirty
+    # cancelling a ready mirror ends it only once the copy is in sync (no pivot): no wait is needed before
     await hub.cancel(s, job.id)
     job = await hub.wait_job(s, job.id, lambda j: j.finished)
     assert job.outcome.startswith("cancelled after ready")
@@ -282,7 +281,8 @@ async def test_jobs_on_two_drives_and_two_qemus(lab, hub: Hub):
         started += await hub.run_plan(ops.plan_stream(d, None, "64K", hub.new_job_id("stream", d)))
     assert len({(j.session, j.id) for j in started}) == 3
     await wait_for(lambda: all(j.status == "running" for j in started), what="three running jobs")
-    await asyncio.sleep(0.3)
+    # at 64K/s each: all three move at once, and none can have finished yet
+    await wait_for(lambda: all(j.offset > 0 for j in started), what="progress on all three")
     for j in started:
         assert j.drive is not None and not j.finished
     for j in started:
