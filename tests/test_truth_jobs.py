@@ -18,6 +18,7 @@ from tui.backend.jobs import Job, JobTracker
 from tui.screens.help import HelpScreen
 from tui.widgets import JobsPanel
 
+from .conftest import wait_for
 from .uihelp import ConfirmDialog, MiB, chain, dialog, highlight, job, main, press, running_app, same, start_lab, until
 
 
@@ -53,7 +54,7 @@ async def test_commit_refused_for_the_write_lock_shows_a_failed_card(lab):
             await until(pilot, lambda: j.finished, what="failed")
             assert j.result == "failed" and 'Failed to get "write" lock' in j.outcome
             panel = main(app).query_one("#jobs", JobsPanel)
-            await pilot.pause(0.1)
+            await until(pilot, lambda: "FAILED" in panel.text_of(j), what="the card says FAILED")
             text = panel.text_of(j)
             assert "FAILED" in text and "write" in text and "100%" not in text and "ended" not in text
             assert "-error" in panel.classes_of(j) and "-finished" not in panel.classes_of(j)
@@ -86,7 +87,7 @@ async def test_stream_whose_qemu_is_killed_midway_is_lost(lab):
         await until(pilot, lambda: j.lost, what="lost")
         reached = j.progress
 
-        await pilot.pause(0.1)
+        await until(pilot, lambda: "LOST" in card_text(app, j), what="the card says LOST")
         text = card_text(app, j)
         assert "LOST" in text
         assert "no rate, no ETA" in text and not re.search(r"ETA \d|B/s [▁▂▃▄▅▆▇█]", text)
@@ -106,7 +107,7 @@ async def test_stream_whose_qemu_is_killed_midway_is_lost(lab):
         q2 = lab.start(paths[-1], name=q.qmp.stem, named_nodes=True)
         await until(pilot, lambda: j.finished, timeout=30, what="the lost job ended")
         assert j.result == "lost"
-        await pilot.pause(0.1)
+        await until(pilot, lambda: "stopped at" in card_text(app, j), what="the card says where it stopped")
         text = card_text(app, j)
         assert "LOST" in text and "stopped at" in text and "100%" not in text
         assert j.stopped_at.startswith(f"{reached:.0%}") and reached < 1
@@ -180,9 +181,9 @@ async def test_running_first_and_dismiss_all_finished(lab):
         panel = main(app).query_one("#jobs", JobsPanel)
         await until(pilot, lambda: panel.order == [live.key, done.key, done2.key],
                     what="the running job's card above the finished ones")
-        await pilot.pause(0.2)
         # at 80x24 the panel shows two cards: the running one is among them
-        assert live.key in panel.visible_keys() and "stream-drive0-1" in panel.text_of(live)
+        await until(pilot, lambda: live.key in panel.visible_keys(), what="the running job's card on screen")
+        assert "stream-drive0-1" in panel.text_of(live)
         assert panel.order.index(live.key) < panel.order.index(done.key)
         # a click on the second card highlights it and gives the panel focus (border row, then two lines a card)
         await pilot.click("#jobs", offset=(10, 3))
@@ -252,7 +253,7 @@ async def test_help_scrolls_to_the_operations(lab, size):
     async with running_app([str(q.qmp)], size=size) as (app, pilot):
         await press(pilot, "question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.screen.query("MarkdownH2"), what="the help text")
 
         def operations_on_screen() -> bool:
             visible = app.screen._compositor.visible_widgets
@@ -343,8 +344,7 @@ async def test_mirror_cancelled_before_ready_offers_to_delete_its_target(lab):
         await press(pilot, "enter")
         await until(pilot, lambda: j.finished)
         assert j.result == "cancelled" and target.exists()
-        await pilot.pause(0.1)
-        assert "CANCELLED" in card_text(app, j)
+        await until(pilot, lambda: "CANCELLED" in card_text(app, j), what="the card says CANCELLED")
         await press(pilot, "d")
         dlg = await dialog(pilot, app, ConfirmDialog)
         assert dlg.title_text == f"Delete the incomplete target of mirror-drive0-1 on drive0 @ {s}?"
@@ -402,7 +402,6 @@ async def test_switching_to_a_long_chain_scrolls_to_its_active_image(lab):
         g = main(app).query_one("#graph")
         await until(pilot, lambda: g.drive is not None and len(g.drive.images) == 30, what="the long chain")
         await until(pilot, lambda: g.highlighted is g.drive.active, what="active highlighted")
-        await pilot.pause(0.2)
         from tui.widgets.chain_graph import BLOCK
 
         top = g.cursor * BLOCK
@@ -415,7 +414,6 @@ async def test_switching_to_a_long_chain_scrolls_to_its_active_image(lab):
 async def test_qemu10_pause_resume_pairs_are_folded_in_the_log():
     """QEMU 10 (not installed here) sends paused/running and standby/ready around each graph change:
     replayed events, the hub's log keeps one line for them and the card never says paused."""
-    import asyncio
     import types
 
     from tui.backend.hub import Hub
@@ -439,6 +437,5 @@ async def test_qemu10_pause_resume_pairs_are_folded_in_the_log():
     hub._on_event(fake, ev("paused"))
     hub.TRANSIENT_PAUSE = 0.05
     hub._on_event(fake, ev("paused"))
-    await asyncio.sleep(0.2)
-    assert [e.text for e in hub.log][-1] == "job m: paused"
+    await wait_for(lambda: [e.text for e in hub.log][-1] == "job m: paused", what="the lasting pause logged")
     await hub.close()
