@@ -74,12 +74,14 @@ class DrivesPanel(OptionList):
                 options.append(Option(Text("  (no drives)", "dim"), disabled=True))
             for d in session_drives:
                 n = job_counts.get(d.key, 0)
-                # one line, never wrapped: the name, then what fits of the rest
-                line = Text.assemble(("  ", ""), (d.name, "bold"), (f" · {len(d.images)} img", "dim"))
+                # one line, never wrapped (the panel's text-wrap): the name and its jobs first,
+                # then what fits of the rest
+                line = Text.assemble(("  ", ""), (d.name, "bold"))
                 line.no_wrap = True
                 line.overflow = "ellipsis"
                 if n:
                     line.append(f" ⚙{n}", "yellow")
+                line.append(f" · {len(d.images)} img", "dim")
                 if d.detached:
                     line.append(" detached", "dim italic")
                 for left in d.leftovers:
