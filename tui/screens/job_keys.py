@@ -121,14 +121,18 @@ class JobKeys(_Base):
         if job is not None:
             self.chain_app.job_command("toggle_pause", job)
 
-    def action_faster(self) -> None:
+    def _limited_job_or_say(self) -> Job | None:
+        """The picked job, when it has a speed limit to change (+ and u)."""
         job = self._job_or_say(sends=True)
-        if job is None:
-            return
-        if job.speed == 0:
+        if job is not None and job.speed == 0:
             self.notify(f"{job.id} has no speed limit already", severity="information")
-            return
-        self.chain_app.job_command("set_speed", job, job.speed * 2)
+            return None
+        return job
+
+    def action_faster(self) -> None:
+        job = self._limited_job_or_say()
+        if job is not None:
+            self.chain_app.job_command("set_speed", job, job.speed * 2)
 
     def action_slower(self) -> None:
         job = self._job_or_say(sends=True)
@@ -138,13 +142,9 @@ class JobKeys(_Base):
         self.chain_app.job_command("set_speed", job, max(4096, base // 2))
 
     def action_unlimit(self) -> None:
-        job = self._job_or_say(sends=True)
-        if job is None:
-            return
-        if job.speed == 0:
-            self.notify(f"{job.id} has no speed limit already", severity="information")
-            return
-        self.chain_app.job_command("set_speed", job, 0)
+        job = self._limited_job_or_say()
+        if job is not None:
+            self.chain_app.job_command("set_speed", job, 0)
 
     def action_write_blocking(self) -> None:
         job = self._job_or_say(sends=True)
