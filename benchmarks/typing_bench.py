@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +39,39 @@ from tui.widgets import ChainGraph  # noqa: E402
 MiB = 1 << 20
 
 
+@contextlib.contextmanager
+def paint_times(field_id: str) -> Iterator[dict[str, float]]:
+    """When each value of the Input ``field_id`` was first painted (perf_counter), while inside."""
+    painted: dict[str, float] = {}
+    original = Input.render_line
+
+    def spy(self: Input, y: int):  # type: ignore[no-untyped-def]
+        if self.id == field_id:
+            painted.setdefault(self.value, time.perf_counter())
+        return original(self, y)
+
+    Input.render_line = spy  # type: ignore[method-assign]
+    try:
+        yield painted
+    finally:
+        Input.render_line = original  # type: ignore[method-assign]
+
+
+async def type_digits(pilot, field: Input, painted: dict[str, float], keys: int, gap: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """Alternate backspace and a digit ``keys`` times, ``gap`` s apart; ms from each key to its value painted."""
+    out: list[float] = []
+    for i in range(keys):
+        key = "backspace" if i % 2 == 0 else str((i // 2) % 10)
+        painted.clear()
+        t0 = time.perf_counter()
+        await pilot.press(key)
+        want = field.value
+        await until(pilot, lambda: want in painted, timeout=5)
+        out.append((painted[want] - t0) * 1000)
+        await asyncio.sleep(gap)  # the operator's pace: checks start and run between keys
+    return out
+
+
 async def until(pilot, predicate, timeout: float = 30.0) -> object:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
@@ -49,17 +84,7 @@ async def until(pilot, predicate, timeout: float = 30.0) -> object:  # type: ign
 async def reference(sock: str, keys: int, gap: float) -> list[float]:
     """The same typing in a field nothing checks (the add-QEMU dialog): the floor on this machine."""
     app = ChainApp([sock], hub=Hub(poll_interval=0.5), keymap={})
-    painted: dict[str, float] = {}
-    original = Input.render_line
-
-    def spy(self: Input, y: int):  # type: ignore[no-untyped-def]
-        if self.id == "endpoint":
-            painted.setdefault(self.value, time.perf_counter())
-        return original(self, y)
-
-    out: list[float] = []
-    Input.render_line = spy  # type: ignore[method-assign]
-    try:
+    with paint_times("endpoint") as painted:
         async with app.run_test(size=(120, 44)) as pilot:
             await until(pilot, lambda: app.main_screen and app.main_screen.query_one("#graph", ChainGraph).drive)
             await pilot.press("a")
@@ -67,34 +92,15 @@ async def reference(sock: str, keys: int, gap: float) -> list[float]:
             assert isinstance(field, Input)
             field.value = "/run/qemu/img-0000.qmp"
             field.cursor_position = len(field.value) - len(".qmp")
-            for i in range(keys):
-                key = "backspace" if i % 2 == 0 else str((i // 2) % 10)
-                painted.clear()
-                t0 = time.perf_counter()
-                await pilot.press(key)
-                want = field.value
-                await until(pilot, lambda: want in painted, timeout=5)
-                out.append((painted[want] - t0) * 1000)
-                await asyncio.sleep(gap)
+            out = await type_digits(pilot, field, painted, keys, gap)
             await pilot.press("escape")
-    finally:
-        Input.render_line = original  # type: ignore[method-assign]
     return out
 
 
 async def measure(sock: str, images: Path, keys: int, gap: float) -> dict[str, list[float]]:
     app = ChainApp([sock], hub=Hub(poll_interval=0.5), keymap={})
-    painted: dict[str, float] = {}
-    original = Input.render_line
-
-    def spy(self: Input, y: int):  # type: ignore[no-untyped-def]
-        if self.id == "field-target":
-            painted.setdefault(self.value, time.perf_counter())
-        return original(self, y)
-
     out: dict[str, list[float]] = {"key": [], "stall": [], "check": []}
-    Input.render_line = spy  # type: ignore[method-assign]
-    try:
+    with paint_times("field-target") as painted:
         async with app.run_test(size=(120, 44)) as pilot:
             await until(pilot, lambda: app.main_screen and app.main_screen.query_one("#graph", ChainGraph).drive)
             await pilot.press("m")
@@ -129,15 +135,7 @@ async def measure(sock: str, images: Path, keys: int, gap: float) -> dict[str, l
 
             tick = asyncio.create_task(ticker())
             checks_before = dlg._asked
-            for i in range(keys):
-                key = "backspace" if i % 2 == 0 else str((i // 2) % 10)
-                painted.clear()
-                t0 = time.perf_counter()
-                await pilot.press(key)
-                want = field.value
-                await until(pilot, lambda: want in painted, timeout=5)
-                out["key"].append((painted[want] - t0) * 1000)
-                await asyncio.sleep(gap)  # the operator's pace: checks start and run between keys
+            out["key"] = await type_digits(pilot, field, painted, keys, gap)
             stop = True
             await tick
             await until(pilot, lambda: not dlg.checking and dlg.checked_values == dlg.values())
@@ -145,8 +143,6 @@ async def measure(sock: str, images: Path, keys: int, gap: float) -> dict[str, l
             print(f"  .. {keys} keys, {dlg._asked - checks_before} checks asked; per key (ms): "
                   + " ".join(f"{v:.0f}" for v in out["key"]), file=sys.stderr)
             await pilot.press("escape")
-    finally:
-        Input.render_line = original  # type: ignore[method-assign]
     return out
 
 
