@@ -1,6 +1,6 @@
 """What the job model does per poll: cheap for jobs whose card would not change."""
 
-from tui.backend.jobs import JobTracker
+from tui.backend.job_tracker import JobTracker
 
 
 def info(offset: int, paused: bool = False, status: str = "running") -> dict:
@@ -15,8 +15,8 @@ def test_job_standing_still_costs_nothing():
     job = t.get("q", "s1")
     version, history = job.version, list(job.rate_history)
     for i in range(1, 40):
-        changed = t.on_poll("q", [info(0, paused=True, status="paused")], [], now=i * 0.2)
-        assert job not in changed
+        polled = t.on_poll("q", [info(0, paused=True, status="paused")], [], now=i * 0.2)
+        assert job not in polled.changed and not polled.urgent
     assert job.version == version and list(job.rate_history) == history
 
 
@@ -30,7 +30,7 @@ def test_paused_job_keeps_its_rate_and_stops_changing():
     t.on_poll("q", [info(400, paused=True, status="paused")], [], now=1.0)
     version = job.version
     for i in range(40):
-        assert job not in t.on_poll("q", [info(400, paused=True, status="paused")], [], now=1.2 + i * 0.2)
+        assert job not in t.on_poll("q", [info(400, paused=True, status="paused")], [], now=1.2 + i * 0.2).changed
     assert job.version == version and job.rate == rate
 
 
@@ -38,10 +38,21 @@ def test_moving_job_changes_every_poll_and_rate_follows_new_samples():
     t = JobTracker()
     seen = []
     for i in range(6):
-        changed = t.on_poll("q", [info(i * 100)], [], now=i * 0.5)
+        changed = t.on_poll("q", [info(i * 100)], [], now=i * 0.5).changed
         seen.append(t.get("q", "s1") in changed)
     job = t.get("q", "s1")
     assert all(seen)
     assert job.rate == 200  # 100 bytes per 0.5 s over the window
     t.on_poll("q", [info(900)], [], now=3.0)
     assert job.rate > 200  # recomputed for the new sample, not a stale cached value
+
+
+def test_poll_says_when_a_state_changed_not_only_progress():
+    """Progress waits for the next tick; a state change or an ended job is shown at once (urgent)."""
+    t = JobTracker()
+    assert t.on_poll("q", [info(0)], [], now=0.0).urgent  # a new job: its state is new
+    progress = t.on_poll("q", [info(100)], [], now=0.2)
+    assert progress.changed and not progress.urgent
+    assert t.on_poll("q", [info(100, paused=True, status="paused")], [], now=0.4).urgent
+    gone = t.on_poll("q", [], [], now=0.6)  # QEMU no longer has it
+    assert gone.urgent and gone.changed == [t.get("q", "s1")] and t.get("q", "s1").outcome

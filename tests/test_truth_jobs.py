@@ -14,7 +14,8 @@ import pytest
 
 from tui.backend import jobs as jobs_module
 from tui.backend import ops
-from tui.backend.jobs import Job, JobTracker
+from tui.backend.job_tracker import JobTracker
+from tui.backend.jobs import Job
 from tui.screens.help import HelpScreen
 from tui.widgets import JobsPanel
 

@@ -11,7 +11,7 @@ import pytest
 from tui.backend.block_graph import build_drives
 from tui.backend.chain import chain_notation
 from tui.backend.errors import ValidationError
-from tui.backend.jobs import JobTracker
+from tui.backend.job_tracker import JobTracker
 from tui.backend.fmt import human_duration, human_size, parse_speed
 from tui.backend.plan import make_id, make_node_name
 from tui.backend.session import address_warning, is_loopback, parse_address

@@ -7,7 +7,8 @@ from .block_graph import build_drives
 from .chain import Drive, Image, chain_notation
 from .errors import ChainTuiError, ConnectFailed, NotConnected, QMPCommandError, ValidationError
 from .hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChanged
-from .jobs import Job, JobTracker
+from .job_tracker import JobTracker
+from .jobs import Job
 from .session import QemuSession, SessionState
 
 __all__ = [

@@ -1,16 +1,19 @@
 """The hub: all sessions, their drives and jobs, and the operations on them.
 
-The hub owns the background work (event handling, progress polling, chain
-refreshes) and tells its listeners what changed through small change objects.
-The UI subscribes and turns them into Textual messages; nothing here imports
-Textual.
+The hub owns the background work and tells its listeners what changed through
+small change objects. The UI subscribes and turns them into Textual messages;
+nothing here imports Textual.  Its parts, one module each:
+
+- :mod:`tui.backend.hub` (here): sessions, listeners, jobs chaintui owns across restarts;
+- :mod:`tui.backend.hub_feed`: QMP events and the shared progress poll → the job tracker;
+- :mod:`tui.backend.hub_watch`: re-reading drives, and the shared structure watch;
+- :mod:`tui.backend.hub_commands`: what the operator does (plans, job commands).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from typing import Any
 
@@ -18,9 +21,12 @@ from .audit import AuditLog
 from .backend import Backend, open_backends
 from .changes import Change, DrivesChanged, JobsChanged, Listener, LogEntry, SessionChanged
 from .chain import Drive, JobTarget, NodeInfoCache
-from .errors import ChainTuiError, NotConnected, QMPCommandError
+from .errors import ChainTuiError
 from .hub_commands import HubCommands
-from .jobs import Job, JobTracker
+from .hub_feed import JobFeed
+from .hub_watch import StructureWatch
+from .job_tracker import JobTracker
+from .jobs import Job
 from .session import SessionState
 from .state import OwnedJobs
 
@@ -36,10 +42,10 @@ POLL_INTERVAL = 0.2  # query-block-jobs while jobs run: 5 per second
 WATCH_INTERVAL = 1.6
 
 
-class Hub(HubCommands):
+class Hub(HubCommands, JobFeed, StructureWatch):
     """Every backend the operator watches, their drives and jobs (see the module text).
 
-    What the operator does (plans, job commands) is in :class:`~tui.backend.hub_commands.HubCommands`.
+    Its parts are mixed in from the modules the module text lists.
     """
 
     def __init__(
@@ -179,140 +185,6 @@ class Hub(HubCommands):
                 self._emit(JobsChanged(changed))
         self._emit(SessionChanged(session))
 
-    def _on_event(self, session: Backend, event: dict[str, Any]) -> None:
-        name = event.get("event", "")
-        data = event.get("data") or {}
-        if name.startswith("BLOCK_JOB") or name == "JOB_STATUS_CHANGE":
-            entry = LogEntry(_describe_event(name, data), session.name, "event", data=event)
-            if not self._fold_transient_pause(session.name, name, data, entry):
-                self._emit(entry)
-            changed = self.tracker.on_event(session.name, event)
-            changed += [j for j in self._apply_owned(session.name) if j not in changed]
-            if changed:
-                self._emit(JobsChanged(changed))
-            status = data.get("status")
-            if name in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_READY") or status in (
-                "created",
-                "concluded",
-                "null",
-            ):
-                self.schedule_refresh(session.name)
-            else:
-                self.schedule_check(session.name)
-            if name == "BLOCK_JOB_ERROR":
-                self._emit(
-                    LogEntry(
-                        f"job {data.get('device')}: I/O error during {data.get('operation')}, "
-                        f"action {data.get('action')}",
-                        session.name,
-                        "error",
-                        data=data,
-                    )
-                )
-            self._ensure_poller(session.name)
-        elif name not in ("RTC_CHANGE",):
-            self._emit(LogEntry(name, session.name, "event", data=event))
-            self.schedule_check(session.name)  # any event may come with a graph change
-
-    TRANSIENT_PAUSE = 1.0  # seconds: a pause QEMU undoes within this is part of a graph change
-
-    def _fold_transient_pause(self, session: str, name: str, data: dict[str, Any], entry: LogEntry) -> bool:
-        """True when the event is held back or dropped (QEMU's own paused/running, standby/ready pair)."""
-        if name != "JOB_STATUS_CHANGE":
-            return False
-        key = (session, str(data.get("id")))
-        status = data.get("status")
-        job = self.tracker.get(*key)
-        if status in ("paused", "standby") and not (job is not None and job.user_paused):
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return False
-            old = self._held_pauses.pop(key, None)
-            if old is not None:
-                old.cancel()
-            self._held_pauses[key] = loop.call_later(self.TRANSIENT_PAUSE, self._release_pause, key, entry)
-            return True
-        if status in ("running", "ready") and key in self._held_pauses:
-            self._held_pauses.pop(key).cancel()
-            n = self.folded_pauses.get(key, 0) + 1
-            self.folded_pauses[key] = n
-            if n == 1:
-                self._emit(LogEntry(
-                    f"job {key[1]}: QEMU paused and resumed it around a graph change (not an operator's pause; "
-                    "further ones are not logged)", session, "event", data=entry.data,
-                ))
-            return True
-        return False
-
-    def _release_pause(self, key: tuple[str, str], entry: LogEntry) -> None:
-        """A pause that lasted: log it after all."""
-        if self._held_pauses.pop(key, None) is not None:
-            self._emit(entry)
-
-    # -- refresh ---------------------------------------------------------
-    def schedule_refresh(self, session: str) -> None:
-        """Re-read the block graph soon; several requests collapse into one."""
-        if self._closed:
-            return
-        self._refresh_dirty.add(session)
-        task = self._refreshers.get(session)
-        if task is None or task.done():
-            self._refreshers[session] = asyncio.create_task(self._refresh_loop(session))
-
-    async def _refresh_loop(self, session: str) -> None:
-        while session in self._refresh_dirty:
-            self._refresh_dirty.discard(session)
-            try:
-                await self.refresh(session)
-            except NotConnected:
-                return
-            except QMPCommandError as exc:
-                self.note(f"could not read the block graph: {exc}", session, "error")
-                return
-            except Exception as exc:  # noqa: BLE001
-                log.exception("refresh failed")
-                self.note(f"could not read the block graph: {exc}", session, "error")
-                return
-
-    async def refresh(self, session: str) -> list[Drive]:
-        """Re-read the block graph of one session now."""
-        sess = self.sessions[session]
-        cache = self.node_info.setdefault(session, NodeInfoCache())
-        before = {d.name: [i.node_name for i in d.images] for d in self.drives.get(session, [])}
-        drives, targets = await sess.read_drives(cache)
-        self.drives[session] = drives
-        self.targets[session] = targets
-        changed: list[Job] = []
-        for drive in drives:
-            for job_id in drive.jobs:
-                job = self.tracker.ensure(session, job_id)
-                if job.drive != drive.name:
-                    job.drive = drive.name
-                    job._touch()
-                    changed.append(job)
-        # a job too fast to be seen holding nodes (another client's): the one drive whose chain
-        # changed meanwhile is its drive; with several, it stays unknown rather than guessed
-        orphans = [j for j in self.tracker.for_session(session) if j.drive is None and j.type in ("stream", "commit")]
-        if orphans and before:
-            moved = [d for d in drives if before.get(d.name) not in (None, [i.node_name for i in d.images])]
-            if len(moved) == 1 and len(orphans) == 1:
-                orphans[0].drive = moved[0].name
-                orphans[0]._touch()
-                changed.append(orphans[0])
-        for target in targets:
-            job = self.tracker.ensure(session, target.job)
-            if job.target is None:
-                job.target = target.filename
-                job._touch()
-                changed.append(job)
-        self._emit(DrivesChanged(session))
-        if changed:
-            self._emit(JobsChanged(changed))
-        if any(img.partial for d in drives for img in d.images):
-            self.schedule_refresh(session)  # a sketch: now the details
-        return drives
-
     def _apply_owned(self, session: str, known: set[str] | None = None) -> list[Job]:
         """Jobs this chaintui (or an earlier run of it) started are its own again after a restart;
         ended jobs, and jobs QEMU no longer has (``known``: the ids it has now), are forgotten."""
@@ -338,148 +210,6 @@ class Hub(HubCommands):
                 changed.append(job)
         return changed
 
-    # -- watching for changes made by others -----------------------------
-    def _ensure_watcher(self, session: str) -> None:
-        if self._closed or self.watch_interval <= 0:
-            return
-        self._watched.add(session)
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._watch_loop(), name="structure-watch")
-
-    async def _watch_loop(self) -> None:
-        """Every session's structure looked at together: one wake-up per interval for all QEMUs."""
-        try:
-            while not self._closed and self._watched:
-                await asyncio.sleep(self.watch_interval)
-                self._watch_round += 1
-                due = []
-                for session in list(self._watched):
-                    sess = self.sessions.get(session)
-                    if sess is None or not sess.connected:
-                        self._watched.discard(session)  # the next connect watches it again
-                        continue
-                    # every other round for a big graph (47 ms a look at 1000 images), and while jobs
-                    # run (their own events and polls already cost; a job's end triggers a refresh)
-                    slow = self.last_check_ms.get(session, 0.0) > 25 or bool(self.tracker.active_for(session))
-                    if not slow or self._watch_round % 2 == 0:
-                        due.append(session)
-                if due:
-                    await asyncio.gather(*(self._check_quietly(s) for s in due))
-        except asyncio.CancelledError:
-            pass
-
-    def schedule_check(self, session: str) -> None:
-        if self._closed or session not in self.sessions:
-            return
-        task = self._checks.get(session)
-        if task is None or task.done():
-            self._checks[session] = asyncio.create_task(self._check_quietly(session))
-
-    async def _check_quietly(self, session: str) -> None:
-        try:
-            await self.check_structure(session)
-        except ChainTuiError:
-            pass
-
-    async def check_structure(self, session: str) -> bool:
-        """Compare the block graph's structure with the one the drives were built from;
-        re-read the drives when it changed (True).  One cheap query when nothing changed."""
-        task = self._refreshers.get(session)
-        if session in self._refresh_dirty or (task is not None and not task.done()):
-            return False  # a refresh is on its way anyway
-        sess = self.sessions.get(session)
-        cache = self.node_info.get(session)
-        if sess is None or cache is None or cache.signature is None:
-            return False
-        started = time.perf_counter()
-        signature = await sess.read_structure()
-        self.structure_checks += 1
-        self.last_check_ms[session] = (time.perf_counter() - started) * 1000
-        if signature is None or signature == cache.signature:
-            return False
-        self.schedule_refresh(session)
-        return True
-
-    async def refresh_all(self) -> None:
-        for name, sess in list(self.sessions.items()):
-            if sess.connected:
-                try:
-                    await self.refresh(name)
-                except ChainTuiError:
-                    pass
-
-    # -- polling ---------------------------------------------------------
-    def _ensure_poller(self, session: str, force: bool = False) -> None:
-        """Have ``session`` polled on the shared tick (``force``: once even without active jobs)."""
-        if self._closed:
-            return
-        if force:
-            self._poll_full.add(session)
-        elif not self.tracker.active_for(session):
-            return
-        self._polling.add(session)
-        if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.create_task(self._tick_loop(), name="poll-tick")
-
-    async def poll(self, session: str, full: bool = True) -> list[Job]:
-        changed, urgent = await self._poll(session, full)
-        if changed:
-            self._emit(JobsChanged(changed, urgent=urgent))
-        return changed
-
-    async def _poll(self, session: str, full: bool) -> tuple[list[Job], bool]:
-        sess = self.sessions[session]
-        asked_at = time.monotonic()
-        open_jobs = [j for j in self.tracker.for_session(session) if j.outcome is None]
-        block_jobs, jobs = await sess.poll_jobs(full, len(open_jobs))
-        changed = self.tracker.on_poll(session, block_jobs, jobs, asked_at=asked_at)
-        known = None
-        if jobs is not None:  # every job QEMU has now
-            known = {str(i.get("id")) for i in jobs} | {str(i.get("device") or i.get("id")) for i in block_jobs}
-        changed += [j for j in self._apply_owned(session, known) if j not in changed]
-        urgent = self.tracker.last_poll_urgent
-        # a job another client started: find which drive it belongs to
-        if any(j.drive is None and j.active for j in self.tracker.for_session(session)):
-            self.schedule_refresh(session)
-        return changed, urgent
-
-    async def _poll_session(self, session: str) -> tuple[list[Job], bool]:
-        """One session's share of a tick; drops it from the tick when it has nothing to watch."""
-        sess = self.sessions.get(session)
-        if sess is None or not sess.connected:
-            self._polling.discard(session)
-            return [], False
-        full = session in self._poll_full
-        self._poll_full.discard(session)
-        try:
-            result = await self._poll(session, full)
-        except NotConnected:
-            self._polling.discard(session)
-            return [], False
-        except QMPCommandError as exc:
-            self.note(f"query-block-jobs failed: {exc}", session, "error")
-            self._polling.discard(session)
-            return [], False
-        if not self.tracker.active_for(session) and session not in self._poll_full:
-            self._polling.discard(session)
-        return result
-
-    async def _tick_loop(self) -> None:
-        """All sessions polled together, one change for the UI per tick (5 a second)."""
-        loop = asyncio.get_running_loop()
-        try:
-            while not self._closed and self._polling:
-                t0 = loop.time()
-                results = await asyncio.gather(*(self._poll_session(s) for s in list(self._polling)))
-                changed = [j for jobs, _ in results for j in jobs]
-                if changed:
-                    self._emit(JobsChanged(changed, urgent=any(u for _, u in results)))
-                if not self._polling:
-                    return
-                await asyncio.sleep(max(0.0, self.poll_interval - (loop.time() - t0)))
-        except asyncio.CancelledError:
-            pass
-
     async def close(self) -> None:
         self._closed = True
         for handle in self._held_pauses.values():
@@ -496,16 +226,3 @@ class Hub(HubCommands):
                 pass
         for sess in list(self.sessions.values()):
             await sess.close()
-
-
-def _describe_event(name: str, data: dict[str, Any]) -> str:
-    if name == "JOB_STATUS_CHANGE":
-        return f"job {data.get('id')}: {data.get('status')}"
-    job = data.get("device") or data.get("id")
-    kind = name.removeprefix("BLOCK_JOB_").lower()
-    extra = ""
-    if name == "BLOCK_JOB_ERROR":
-        extra = f" ({data.get('operation')}, {data.get('action')})"
-    elif data.get("error"):
-        extra = f": {data['error']}"
-    return f"job {job}: {kind}{extra}"

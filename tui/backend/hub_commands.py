@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .changes import JobsChanged
 from .chain import Drive, JobTarget
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
-from .jobs import ENDED_STATES, Job, JobTracker
+from .job_tracker import JobTracker
+from .jobs import ENDED_STATES, Job
 from .plan import Plan, Step, make_id, make_node_name
 
 if TYPE_CHECKING:

@@ -1,0 +1,183 @@
+"""Keeping the drives true: re-reading a session's block graph, and watching for changes others make.
+
+:class:`StructureWatch` is the part of :class:`~tui.backend.hub.Hub` that re-reads drives
+(several requests collapse into one) and looks at every session's structure together on one
+shared watch: another tool (a second monitor, libvirt) can change a chain without any event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .changes import DrivesChanged, JobsChanged
+from .chain import Drive, JobTarget, NodeInfoCache
+from .errors import ChainTuiError, NotConnected, QMPCommandError
+from .job_tracker import JobTracker
+from .jobs import Job
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+log = logging.getLogger(__name__)
+
+
+class StructureWatch:
+    """Mixed into :class:`~tui.backend.hub.Hub`, which provides the state."""
+
+    sessions: dict[str, Backend]
+    drives: dict[str, list[Drive]]
+    targets: dict[str, list[JobTarget]]
+    tracker: JobTracker
+    node_info: dict[str, NodeInfoCache]
+    watch_interval: float
+    structure_checks: int
+    last_check_ms: dict[str, float]
+    _closed: bool
+    _watched: set[str]
+    _watcher: asyncio.Task[None] | None
+    _watch_round: int
+    _refreshers: dict[str, asyncio.Task[None]]
+    _refresh_dirty: set[str]
+    _checks: dict[str, asyncio.Task[None]]
+
+    if TYPE_CHECKING:  # the Hub's own
+
+        def note(self, text: str, session: str = "", kind: str = "info", data: Any = None) -> None: ...
+
+        def _emit(self, change: Any) -> None: ...
+
+    # -- refresh ---------------------------------------------------------
+    def schedule_refresh(self, session: str) -> None:
+        """Re-read the block graph soon; several requests collapse into one."""
+        if self._closed:
+            return
+        self._refresh_dirty.add(session)
+        task = self._refreshers.get(session)
+        if task is None or task.done():
+            self._refreshers[session] = asyncio.create_task(self._refresh_loop(session))
+
+    async def _refresh_loop(self, session: str) -> None:
+        while session in self._refresh_dirty:
+            self._refresh_dirty.discard(session)
+            try:
+                await self.refresh(session)
+            except NotConnected:
+                return
+            except QMPCommandError as exc:
+                self.note(f"could not read the block graph: {exc}", session, "error")
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.exception("refresh failed")
+                self.note(f"could not read the block graph: {exc}", session, "error")
+                return
+
+    async def refresh(self, session: str) -> list[Drive]:
+        """Re-read the block graph of one session now."""
+        sess = self.sessions[session]
+        cache = self.node_info.setdefault(session, NodeInfoCache())
+        before = {d.name: [i.node_name for i in d.images] for d in self.drives.get(session, [])}
+        drives, targets = await sess.read_drives(cache)
+        self.drives[session] = drives
+        self.targets[session] = targets
+        changed: list[Job] = []
+        for drive in drives:
+            for job_id in drive.jobs:
+                job = self.tracker.ensure(session, job_id)
+                if job.drive != drive.name:
+                    job.drive = drive.name
+                    job._touch()
+                    changed.append(job)
+        # a job too fast to be seen holding nodes (another client's): the one drive whose chain
+        # changed meanwhile is its drive; with several, it stays unknown rather than guessed
+        orphans = [j for j in self.tracker.for_session(session) if j.drive is None and j.type in ("stream", "commit")]
+        if orphans and before:
+            moved = [d for d in drives if before.get(d.name) not in (None, [i.node_name for i in d.images])]
+            if len(moved) == 1 and len(orphans) == 1:
+                orphans[0].drive = moved[0].name
+                orphans[0]._touch()
+                changed.append(orphans[0])
+        for target in targets:
+            job = self.tracker.ensure(session, target.job)
+            if job.target is None:
+                job.target = target.filename
+                job._touch()
+                changed.append(job)
+        self._emit(DrivesChanged(session))
+        if changed:
+            self._emit(JobsChanged(changed))
+        if any(img.partial for d in drives for img in d.images):
+            self.schedule_refresh(session)  # a sketch: now the details
+        return drives
+
+    # -- watching for changes made by others -----------------------------
+    def _ensure_watcher(self, session: str) -> None:
+        if self._closed or self.watch_interval <= 0:
+            return
+        self._watched.add(session)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_loop(), name="structure-watch")
+
+    async def _watch_loop(self) -> None:
+        """Every session's structure looked at together: one wake-up per interval for all QEMUs."""
+        try:
+            while not self._closed and self._watched:
+                await asyncio.sleep(self.watch_interval)
+                self._watch_round += 1
+                due = []
+                for session in list(self._watched):
+                    sess = self.sessions.get(session)
+                    if sess is None or not sess.connected:
+                        self._watched.discard(session)  # the next connect watches it again
+                        continue
+                    # every other round for a big graph (47 ms a look at 1000 images), and while jobs
+                    # run (their own events and polls already cost; a job's end triggers a refresh)
+                    slow = self.last_check_ms.get(session, 0.0) > 25 or bool(self.tracker.active_for(session))
+                    if not slow or self._watch_round % 2 == 0:
+                        due.append(session)
+                if due:
+                    await asyncio.gather(*(self._check_quietly(s) for s in due))
+        except asyncio.CancelledError:
+            pass
+
+    def schedule_check(self, session: str) -> None:
+        if self._closed or session not in self.sessions:
+            return
+        task = self._checks.get(session)
+        if task is None or task.done():
+            self._checks[session] = asyncio.create_task(self._check_quietly(session))
+
+    async def _check_quietly(self, session: str) -> None:
+        try:
+            await self.check_structure(session)
+        except ChainTuiError:
+            pass
+
+    async def check_structure(self, session: str) -> bool:
+        """Compare the block graph's structure with the one the drives were built from;
+        re-read the drives when it changed (True).  One cheap query when nothing changed."""
+        task = self._refreshers.get(session)
+        if session in self._refresh_dirty or (task is not None and not task.done()):
+            return False  # a refresh is on its way anyway
+        sess = self.sessions.get(session)
+        cache = self.node_info.get(session)
+        if sess is None or cache is None or cache.signature is None:
+            return False
+        started = time.perf_counter()
+        signature = await sess.read_structure()
+        self.structure_checks += 1
+        self.last_check_ms[session] = (time.perf_counter() - started) * 1000
+        if signature is None or signature == cache.signature:
+            return False
+        self.schedule_refresh(session)
+        return True
+
+    async def refresh_all(self) -> None:
+        for name, sess in list(self.sessions.items()):
+            if sess.connected:
+                try:
+                    await self.refresh(name)
+                except ChainTuiError:
+                    pass
