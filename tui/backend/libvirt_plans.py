@@ -1,9 +1,10 @@
 """Operations and job control on a libvirt domain: every libvirt call chaintui makes is built here.
 
 A plan is first checked as the QMP plan would be (:mod:`tui.backend.ops`: chain
-positions, busy layers, target paths, space), then its steps become libvirt
-calls; each step's preview says the call and the equivalent ``virsh`` line, and
-the ``virsh`` line goes into the audit trail with the call's arguments.
+positions, busy layers, target paths, space), then its steps are built as libvirt
+calls from what it decided (:class:`~tui.backend.plan.Choice`, never from the QMP
+arguments); each step's preview says the call and the equivalent ``virsh`` line,
+and the ``virsh`` line goes into the audit trail with the call's arguments.
 What libvirt cannot do is refused here, before anything is sent.
 """
 
@@ -17,7 +18,7 @@ from . import ops
 from .chain import Drive
 from .errors import ValidationError
 from .jobs import Job
-from .plan import Plan, Step
+from .plan import Choice, Plan, Step
 
 if TYPE_CHECKING:
     from .libvirt_session import LibvirtSession
@@ -80,17 +81,15 @@ class LibvirtPlanner(_Calls):
                     shared: list[str] | None = None) -> Plan:
         self._check_idle(drive)
         plan = ops.plan_stream(drive, base, speed, job_id, shared=shared)
-        plan.steps = [self.pull(drive, plan.steps[0].arguments.get("base-node"), plan.steps[0].speed, job_id)]
+        plan.steps = [self.pull(drive, plan.choice.base, plan.choice.speed, job_id)]
         return plan
 
     def plan_commit(self, drive: Drive, base: str, top: str | None, speed: Any, job_id: str,
                     shared: list[str] | None = None, override: bool = False) -> Plan:
         self._check_idle(drive)
         plan = ops.plan_commit(drive, base, top, speed, job_id, shared=shared, override=override)
-        qmp = plan.steps[0]
-        bandwidth = qmp.speed
-        top_node = qmp.arguments.get("top-node")
-        base_node = qmp.arguments["base-node"]
+        bandwidth, top_node, base_node = plan.choice.speed, plan.choice.top, plan.choice.base
+        assert base_node is not None  # a commit always has a base
         # no RELATIVE: libvirt refuses it for chains recorded with absolute names, and cannot tell beforehand
         flags = [] if top_node else ["VIR_DOMAIN_BLOCK_COMMIT_ACTIVE"]
         if bandwidth:
@@ -114,20 +113,19 @@ class LibvirtPlanner(_Calls):
         self._check_idle(drive)
         plan = ops.plan_mirror(drive, target, fmt, sync, speed, job_id, mode=mode, copy_mode=copy_mode,
                                in_use=in_use, here=self.session.local)
-        plan.steps = [self.copy_step(drive, plan.steps[0], job_id)]
+        plan.steps = [self.copy_step(drive, plan.choice, job_id)]
         return plan
 
-    def copy_step(self, drive: Drive, mirror: Step, job_id: str) -> Step:
-        qmp, bandwidth = mirror.arguments, mirror.speed
-        target, fmt = qmp["target"], qmp["format"]
+    def copy_step(self, drive: Drive, choice: Choice, job_id: str) -> Step:
+        bandwidth, target, fmt = choice.speed, choice.target or "", choice.fmt or "qcow2"
         flags, virsh = [], ["blockcopy", self.session.domain, drive.name, "--dest", target, "--format", fmt]
-        if qmp["sync"] == "top":
+        if choice.sync == "top":
             flags.append("VIR_DOMAIN_BLOCK_COPY_SHALLOW")
             virsh.append("--shallow")
-        if qmp.get("mode") == "existing":
+        if choice.mode == "existing":
             flags.append("VIR_DOMAIN_BLOCK_COPY_REUSE_EXT")
             virsh.append("--reuse-external")
-        if qmp.get("copy-mode") == "write-blocking":
+        if choice.copy_mode == "write-blocking":
             flags.append("VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES")
             virsh.append("--synchronous-writes")
         if self.session.persistent:
@@ -170,10 +168,10 @@ class LibvirtPlanner(_Calls):
         self._check_idle(drive)
         plan = ops.plan_copy(drive, target, method, fmt, speed, job_id, node_name, in_use=in_use,
                              here=self.session.local)
-        if plan.steps[0].job_type == "mirror":
-            plan.steps = [self.copy_step(drive, plan.steps[0], job_id)]
+        if plan.choice.method == "mirror":
+            plan.steps = [self.copy_step(drive, plan.choice, job_id)]
             return plan
-        pull = self.pull(drive, None, plan.steps[1].speed, job_id)
+        pull = self.pull(drive, None, plan.choice.speed, job_id)
         plan.steps = [self.snapshot_step(drive, plan.target or target), pull]
         return plan
 

@@ -11,13 +11,14 @@ exact QMP commands it will send; :meth:`Hub.run_plan` sends them.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from .chain import Drive, Image, Leftover, chain_notation
 from .checks import check_busy, check_format, check_users, image_of, raw_note
 from .errors import ValidationError
 from .fmt import human_size, parse_speed
-from .plan import Plan, Step
+from .plan import Choice, Plan, Step
 from .targets import bytes_to_write, check_space, inspect_existing, resolve_target, suffix_note
 
 SYNC_MODES = ("top", "full")
@@ -108,6 +109,7 @@ def plan_stream(
         moves=moves,
         steps=[Step("block-stream", args, starts_job=job_id, job_type="stream", speed=rate)],
         warnings=raw_note(drive),
+        choice=Choice(base=base_img.node_name if base_img else None, speed=rate),
     )
 
 
@@ -164,6 +166,7 @@ def plan_commit(
                     ends_ready=active)],
         warnings=warnings,
         override=list(shared or []),
+        choice=Choice(base=base_img.node_name, top=None if active else top_img.node_name, speed=rate),
     )
 
 
@@ -239,6 +242,7 @@ def plan_mirror(
                     creates_target=mode != "existing")],
         warnings=raw_note(drive, fmt) + suffix_note(full, fmt) + ([space_note] if space_note else []),
         target=full,
+        choice=Choice(target=full, fmt=fmt, sync=sync, mode=mode, copy_mode=copy_mode or None, speed=rate),
     )
 
 
@@ -299,6 +303,7 @@ def plan_snapshot(
         ],
         steps=[Step("blockdev-snapshot-sync", args, changes_chain=True)],
         target=full,
+        choice=Choice(target=full, fmt=fmt),
     )
 
 
@@ -327,6 +332,7 @@ def plan_copy(
     if method in ("mirror", "full-mirror", "full mirror"):
         plan = plan_mirror(drive, target, fmt, "full", speed, job_id, in_use=in_use, here=here)
         plan.kind = "copy"
+        plan.choice = replace(plan.choice, method="mirror")
         plan.title = f"Copy {drive.name} to {os.path.basename(plan.target or target)} (full mirror)"
         return plan
     if method not in ("stream", "snapshot+stream", "snapshot + stream"):
@@ -357,6 +363,7 @@ def plan_copy(
         ],
         warnings=raw_note(drive) + ([space_note] if space_note else []),
         target=full,
+        choice=Choice(target=full, fmt=fmt, method="stream", speed=rate),
     )
 
 

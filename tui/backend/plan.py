@@ -45,6 +45,22 @@ class Step:
         return self.text or "QMP " + self.json()
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What a plan decided, in the operation's words rather than a backend's: the QMP steps are
+    built from it, and a backend with another language (libvirt) builds its calls from it too."""
+
+    base: str | None = None  # node name of the base image (stream: None = flatten)
+    top: str | None = None  # node name of a commit's top image (None: the active image, an active commit)
+    target: str | None = None  # the target file, as resolved (mirror, copy)
+    fmt: str | None = None
+    sync: str | None = None  # mirror: top or full
+    mode: str | None = None  # mirror: absolute-paths (new target) or existing (reused)
+    copy_mode: str | None = None  # mirror: write-blocking, or None for QEMU's default
+    method: str | None = None  # copy: mirror or stream
+    speed: int = 0  # bytes/s, 0 = no limit
+
+
 @dataclass
 class Plan:
     kind: str  # stream, commit, mirror, snapshot, copy
@@ -58,6 +74,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     target: str | None = None
     override: list[str] = field(default_factory=list)  # images a commit changes, accepted by the operator
+    choice: Choice = field(default_factory=Choice)
 
     @classmethod
     def on(cls, drive: Drive, *, kind: str, title: str, after: str, moves: list[str], steps: list[Step],
