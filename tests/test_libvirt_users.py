@@ -10,6 +10,8 @@ not opened.  Domain names are unique per test (other test runs share the libvirt
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from tui.widgets.image_tree import ImageTree
 from .conftest import MiB, wait_for
 from .test_libvirt import libvirtd, open_hub, run, same, start, stop, vlab  # noqa: F401 - fixtures
 from .libvirt_lab import URI, virsh
-from .uihelp import press, running_app, until
+from .uihelp import dialog, press, running_app, until
 
 
 def define_off(lab, disk: Path, tag: str) -> str:
@@ -158,6 +160,14 @@ async def test_image_graph_shows_shut_off_and_unopened_domains(vlab):
         tree.select_key(off_key)
         await until(pilot, lambda: f"{off} (shut off) vda" in str(screen.query_one("#graph-details").render()),
                     what="details")
+        # the commit dialog reads the domains again and refuses the base 'off' backs onto
+        await press(pilot, "escape")
+        await until(pilot, lambda: app.screen is app.main_screen, what="back")
+        await press(pilot, "home", "c")
+        dlg = await dialog(pilot, app)
+        await until(pilot, lambda: f"{off} (shut off) vda" in str(dlg.query_one("#error-override").render()),
+                    what="the refusal naming the shut-off domain")
+        assert dlg.plan is None and dlg.query_one("#confirm").disabled
     stop(name)
     stop(other)
 
@@ -173,6 +183,9 @@ async def test_cleanup_refuses_an_image_a_shut_off_domain_uses(vlab):
         assert any(f"domain {off} (shut off) vda" in r for r in c.reasons), c.reasons
         deleted, refused = await usage.delete([c])
         assert not deleted and refused and lone.exists()
+        out = subprocess.run([sys.executable, "-m", "tui", "users", str(lone), f"{URI}#{name}"], capture_output=True,
+                             text=True, timeout=60, env=dict(os.environ, XDG_STATE_HOME=str(vlab.dir / "state")))
+        assert f"domain {off} (shut off) vda ({URI}#{off}): its disk" in out.stdout, out.stdout + out.stderr
         virsh("undefine", off)
         [c] = await usage.check([Candidate(str(lone.resolve()), "test")])
         assert c.deletable, c.reasons  # the domain was the reason

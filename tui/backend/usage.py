@@ -260,6 +260,7 @@ class Usage:
         # users of images no drive here shows: each domain defined on a libvirt connection
         self.others: list[ImageUser] = []
         self.others_problems: dict[str, str] = {}  # source -> why it could not be read
+        self._others_task: asyncio.Future[None] | None = None
         hub.subscribe(self._on_hub)
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -367,6 +368,22 @@ class Usage:
 
         if isinstance(change, DrivesChanged):
             self.note_chains(change.session)
+            self._reread_others(change.session)
+
+    def _reread_others(self, session: str) -> None:
+        """A drive of a backend that reports other users changed: read them again, in the background
+        (one read at a time), so the graph and the target checks know the domains defined now."""
+        backend = self.hub.sessions.get(session)
+        if backend is None or image_users_of(backend) is None:
+            return
+        if self._others_task is not None and not self._others_task.done():
+            return
+
+        async def read() -> None:
+            await self.read_others()
+            self._changed()
+
+        self._others_task = asyncio.ensure_future(read())
 
     def note_chains(self, session: str) -> None:
         """Compare each drive's chain with the last one seen: images that left it are leftovers."""
