@@ -185,6 +185,7 @@ async def _users(path: str, sockets: list[str], as_json: bool) -> int:
         await hub.close()
     node = graph.nodes.get(real)
     live = graph.users(real)
+    domains = node.others if node else []  # libvirt domains defined but not opened (shut off, ...)
     dependents = graph.dependents(real) if node else []
     direct = node.children if node else []
     scan = usage.state.result
@@ -193,6 +194,8 @@ async def _users(path: str, sockets: list[str], as_json: bool) -> int:
             "file": real,
             "users": [{"qemu": u.session, "drive": u.drive, "node-name": u.node_name, "read-only": u.read_only,
                        "active": u.active} for u in live],
+            "domains": [{"domain": o.user.name, "state": o.user.state, "disk": o.user.disk,
+                         "address": o.user.address, "its-disk": o.top} for o in domains],
             "job-target": node.target_of if node else None,
             "processes": procs,
             "overlays": [{"file": k, "used-by": graph.describe(k), "direct": k in direct} for k in dependents],
@@ -206,6 +209,8 @@ async def _users(path: str, sockets: list[str], as_json: bool) -> int:
     for u in live:
         role = "active image" if u.active else "in its backing chain"
         print(f"    {u.drive} on {u.session}: {'read-write' if not u.read_only else 'read-only'}, {role}")
+    for o in domains:
+        print(f"  domain {o.user.text} ({o.user.address}): {'its disk' if o.top else 'in its backing chain'}")
     if node is not None and node.target_of:
         print(f"  target of job {node.target_of}")
     print("  processes on this host: " + (", ".join(procs) if procs else "none"))

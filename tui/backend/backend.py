@@ -23,6 +23,7 @@ ends ready, changes the chain) is written on the step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -135,6 +136,43 @@ class Backend(Protocol):
         """Progress as ``query-block-jobs`` entries, and ``query-jobs`` entries when asked
         (``None``: the backend cannot list ended jobs; their end comes as an event)."""
         ...
+
+
+@dataclass(frozen=True)
+class ImageUser:
+    """A user of image files that is not one of the drives chaintui shows live: a libvirt
+    domain defined but shut off, or running but not opened in chaintui.  It would see a
+    commit into any image of its chain, and needs every file of it kept."""
+
+    name: str  # the domain, "vm2"
+    state: str  # "shut off", "running", "paused" (virsh's words)
+    disk: str  # "vda"
+    chain: tuple[str, ...]  # the disk's source first, then its <backingStore> files as recorded
+    address: str  # "qemu:///system#vm2": the address chaintui would open it at
+    local: bool = True  # the files are on this machine (the disk scan may read their directories)
+    read_only: bool = False
+
+    @property
+    def text(self) -> str:
+        """``vm2 (shut off) vda``."""
+        return f"{self.name} ({self.state}) {self.disk}" + (" ro" if self.read_only else "")
+
+
+class ImageUsers(Protocol):
+    """Optional, reported by a backend's ``image_users()``: every user of images its engine knows of
+    (a libvirt connection: each defined domain), read off the UI loop.  Backends sharing one
+    source give the same ``key``; it is read once per key.  The hub's own drives are left out
+    by the reader of this list (by ``address`` and disk), not by the source."""
+
+    key: str
+
+    async def read(self) -> list[ImageUser]: ...
+
+
+def image_users_of(backend: Backend) -> ImageUsers | None:
+    """The backend's source of other users of images, or None when it has none."""
+    get = getattr(backend, "image_users", None)
+    return get() if callable(get) else None
 
 
 def is_libvirt_address(address: str) -> bool:

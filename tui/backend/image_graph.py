@@ -1,7 +1,9 @@
 """The image graph: live chains and image files on disk joined into one tree.
 
 Bases at the root, overlays as branches, each node with its live users (drive,
-QEMU, read-only or read-write) and its overlays on disk.
+QEMU, read-only or read-write), its other users (a libvirt domain defined but shut
+off, or running but not opened in chaintui: :class:`~tui.backend.backend.ImageUser`)
+and its overlays on disk.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from .backend import ImageUser
 from .chain import Drive, Image, JobTarget
 from .disk_scan import DiskImage
 
@@ -31,6 +35,20 @@ class LiveUse:
         return f"{self.drive}@{self.session} {mode}" + (" active" if self.active else "")
 
 
+@dataclass(frozen=True)
+class OtherUse:
+    """A user that is not a drive chaintui shows live, with this image in its chain."""
+
+    user: ImageUser
+    top: bool  # the disk's own source (else an image of its backing chain)
+    active: ClassVar[bool] = False  # as LiveUse's: no drive shown here writes through it
+    job: ClassVar[str | None] = None
+
+    @property
+    def text(self) -> str:
+        return self.user.text + ("" if self.top else " (backing chain)")
+
+
 @dataclass
 class GraphNode:
     key: str  # real path, or SESSION:NODE for an image without a file name
@@ -43,10 +61,11 @@ class GraphNode:
     on_disk: bool = False
     target_of: str | None = None  # a job writes to it
     children: list[str] = field(default_factory=list)
+    others: list[OtherUse] = field(default_factory=list)
 
     @property
     def in_use(self) -> bool:
-        return bool(self.live) or self.target_of is not None
+        return bool(self.live) or bool(self.others) or self.target_of is not None
 
     @property
     def active(self) -> bool:
@@ -77,6 +96,7 @@ class ImageGraph:
         drives: Iterable[Drive],
         targets: Iterable[tuple[str, JobTarget]] = (),
         disk: dict[str, DiskImage] | None = None,
+        others: Iterable[ImageUser] = (),
     ) -> ImageGraph:
         g = cls()
         nodes = g.nodes
@@ -106,6 +126,14 @@ class ImageGraph:
             if node is None:
                 node = nodes[key] = GraphNode(key, os.path.basename(t.filename) or t.node_name, t.format, 0, None, None)
             node.target_of = f"{t.job}@{session}"
+        for user in others:
+            for i, key in enumerate(user.chain):
+                node = nodes.get(key)
+                if node is None:  # not scanned (yet): what the domain's XML says
+                    node = nodes[key] = GraphNode(key, os.path.basename(key), "?", 0, None, None)
+                if node.backing is None and i + 1 < len(user.chain):
+                    node.backing = user.chain[i + 1]
+                node.others.append(OtherUse(user, i == 0))
         for key, node in nodes.items():
             if node.backing is not None and node.backing in nodes and node.backing != key:
                 nodes[node.backing].children.append(key)
@@ -154,8 +182,8 @@ class ImageGraph:
     def describe(self, key: str) -> str:
         """How an image is used, in a few words: ``drive0@qsd1 rw``, ``on disk only``."""
         node = self.nodes[key]
-        if node.live:
-            return ", ".join(u.text for u in node.live)
+        if node.live or node.others:
+            return ", ".join([u.text for u in node.live] + [u.text for u in node.others])
         if node.target_of:
             return f"target of job {node.target_of}"
         return "on disk only"
@@ -175,8 +203,13 @@ def _subtree_live(nodes: dict[str, GraphNode], key: str) -> bool:
 
 
 def shared_with_others(graph: ImageGraph, drive: Drive, base_key: str) -> list[str]:
-    """Images outside ``drive``'s chain that back onto ``base_key`` (and would see a commit into it)."""
-    return graph.dependents(base_key, exclude=drive_keys(drive))
+    """The images that would let someone else see a commit into ``base_key``: those outside
+    ``drive``'s chain that back onto it, and those of its chain (the base too) that another
+    user has in its chain (a domain defined but shut off, say)."""
+    if base_key not in graph.nodes:
+        return []
+    chain = set(drive_keys(drive))
+    return [k for k in graph.walk(base_key) if (k != base_key and k not in chain) or graph.nodes[k].others]
 
 
 def describe_dependents(graph: ImageGraph, keys: list[str]) -> list[str]:

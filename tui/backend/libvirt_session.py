@@ -116,6 +116,10 @@ class LibvirtSession:
 
         return not urlsplit(self.uri).hostname
 
+    def image_users(self) -> Any:
+        from .libvirt_users import DomainUsers  # every domain of the connection, as users of images
+        return DomainUsers(self._conn)
+
     def subscribe_events(self, callback: Callable[[Any, dict[str, Any]], None]) -> None:
         self._event_callbacks.append(callback)
 

@@ -119,8 +119,9 @@ def plan_commit(
 ) -> Plan:
     """Commit the images above ``base`` (up to ``top``, default the active) into ``base``.
 
-    ``shared``: the images outside this drive that back onto ``base`` (live or on disk,
-    see :func:`tui.backend.image_graph.shared_with_others`); they would see changed data, so
+    ``shared``: the images outside this drive that back onto ``base`` (live or on disk), and
+    those of its chain another VM has in its chain (a libvirt domain shut off, say; see
+    :func:`tui.backend.image_graph.shared_with_others`); they would see changed data, so
     the plan is refused unless ``override``.
     """
     rate = parse_speed(speed)
@@ -175,8 +176,8 @@ def _shared_base(base: Image, shared: list[str] | None, override: bool, moves: l
     says whether anything else was looked for."""
     if shared and not override:
         raise ValidationError(
-            f"{base.label} is shared: {len(shared)} other image{'s' if len(shared) > 1 else ''} back onto it "
-            f"and would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
+            f"{base.label} is shared: {len(shared)} image{'s' if len(shared) > 1 else ''} backing onto it, or in "
+            f"another VM's chain, would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
             "override",
         )
     if shared:

@@ -9,11 +9,13 @@ Three parts, none of which imports Textual:
 * :class:`~tui.backend.image_graph.ImageGraph` joins the live chains and the scanned files into one
   tree: bases at the root, overlays as branches, each node with its live users
   (drive, QEMU, read-only or read-write) and its overlays on disk.
-* :class:`Usage` keeps the latest scan, notices images that left a drive's
-  chain ("no longer used by DRIVE"), and checks whether such an image may be
-  deleted (:func:`deletion_checks`): not in any open chain, not the backing
-  file of an image on disk, not open by any process on this host, not locked,
-  not a job's target.
+* :class:`Usage` keeps the latest scan and the other users of images the backends
+  report (every domain defined on a libvirt connection: shut off, or running but not
+  opened here; :class:`~tui.backend.backend.ImageUser`), notices images that left a
+  drive's chain ("no longer used by DRIVE"), and checks whether such an image may be
+  deleted (:func:`deletion_checks`): not in any open chain, not in the chain of a
+  defined domain, not the backing file of an image on disk, not open by any process on
+  this host, not locked, not a job's target.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .backend import ImageUser, image_users_of
 from .chain import Drive
-from .disk_scan import DiskScanner, ScanResult
+from .disk_scan import DiskImage, DiskScanner, ScanResult
 from .image_graph import ImageGraph, drive_keys
 
 if TYPE_CHECKING:
@@ -104,9 +107,10 @@ class LiveState:
     drives: list[Drive]
     open_files: dict[str, str]  # real path -> who (a node any QEMU has open, in a chain or not)
     job_targets: dict[str, str]  # real path -> job
+    others: list[ImageUser] = field(default_factory=list)  # domains not shown live (shut off, ...)
 
 
-def live_state(hub: Hub) -> LiveState:
+def live_state(hub: Hub, others: Iterable[ImageUser] = ()) -> LiveState:
     drives = hub.all_drives()
     open_files: dict[str, str] = {}
     for session, cache in hub.node_info.items():
@@ -126,7 +130,29 @@ def live_state(hub: Hub) -> LiveState:
     for job in hub.tracker.jobs.values():
         if job.target and not job.finished:
             targets.setdefault(os.path.realpath(job.target), f"{job.id} on {job.session}")
-    return LiveState(drives, open_files, targets)
+    return LiveState(drives, open_files, targets, list(others))
+
+
+def user_chains(others: Iterable[ImageUser], images: dict[str, DiskImage]) -> dict[str, str]:
+    """Real path -> who needs it, for every file of each user's chain: the files its XML names,
+    then their backing files as the disk scan found them."""
+    out: dict[str, str] = {}
+    for u in others:
+        chain, seen = list(u.chain), set(u.chain)
+        cur = images.get(chain[-1])
+        while cur is not None and cur.backing and cur.backing not in seen:
+            seen.add(cur.backing)
+            chain.append(cur.backing)
+            cur = images.get(cur.backing)
+        for i, path in enumerate(chain):
+            how = "" if i == 0 else f" (through {os.path.basename(chain[i - 1])})"
+            out.setdefault(path, f"domain {u.text}{how} on {u.address.partition('#')[0]}")
+    return out
+
+
+def user_directories(others: Iterable[ImageUser]) -> list[str]:
+    """The directories of the other users' files on this machine (the disk scan reads them)."""
+    return sorted({os.path.dirname(p) for u in others if u.local for p in u.chain})
 
 
 def deletion_checks(
@@ -134,8 +160,9 @@ def deletion_checks(
 ) -> list[Candidate]:
     """Blocking (a worker thread): fill in each candidate's reasons not to delete it and its size."""
     dirs = {os.path.dirname(c.path) for c in candidates} | set(chain_directories(live.drives)) | set(extra_dirs)
-    scan = scanner.scan(dirs)
+    scan = scanner.scan(dirs | set(user_directories(live.others)))
     holders = processes_holding({c.path for c in candidates})
+    domains = user_chains(live.others, scan.images)
     for c in candidates:
         c.reasons.clear()
         try:
@@ -149,6 +176,8 @@ def deletion_checks(
         c.size = st.st_blocks * 512
         if c.path in live.open_files:
             c.reasons.append(f"still in an open chain: {live.open_files[c.path]}")
+        if c.path in domains:
+            c.reasons.append(f"in the chain of {domains[c.path]}")
         if c.path in live.job_targets:
             c.reasons.append(f"target of job {live.job_targets[c.path]}")
         if c.path in holders:
@@ -228,6 +257,10 @@ class Usage:
         self._cancel: threading.Event | None = None
         self._task: asyncio.Task[ScanResult] | None = None
         self._listeners: list[Callable[[], None]] = []
+        # users of images no drive here shows: each domain defined on a libvirt connection
+        self.others: list[ImageUser] = []
+        self.others_problems: dict[str, str] = {}  # source -> why it could not be read
+        self._others_task: asyncio.Future[None] | None = None
         hub.subscribe(self._on_hub)
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -238,7 +271,42 @@ class Usage:
             listener()
 
     def directories(self) -> list[str]:
-        return sorted(set(chain_directories(self.hub.all_drives())) | set(self.extra_dirs))
+        return sorted(set(chain_directories(self.hub.all_drives())) | set(self.extra_dirs)
+                      | set(user_directories(self.other_users())))
+
+    # -- other users (domains defined but not shown live) ----------------
+    async def read_others(self) -> list[ImageUser]:
+        """Ask every source the backends report (once per source) for its users of images, now."""
+        sources = {}
+        for backend in list(self.hub.sessions.values()):
+            source = image_users_of(backend)
+            if source is not None:
+                sources.setdefault(source.key, source)
+        found: list[ImageUser] = []
+        for key, source in sources.items():
+            try:
+                found.extend(await source.read())
+            except Exception as exc:  # noqa: BLE001 - a lost connection, a libvirt error: said, not fatal
+                why = str(exc) or type(exc).__name__
+                if self.others_problems.get(key) != why:
+                    self.hub.note(f"cannot list the domains of {key} ({why}): the image graph and the "
+                                  "shared-image check do not know its shut-off domains", kind="warning")
+                self.others_problems[key] = why
+                continue
+            self.others_problems.pop(key, None)
+        self.others = found
+        return self.other_users()
+
+    def other_users(self) -> list[ImageUser]:
+        """The last read users but those whose disk a drive shown live is (not counted twice)."""
+        shown = {(self.hub.sessions[d.session].address_text, d.name)
+                 for d in self.hub.all_drives() if d.session in self.hub.sessions}
+        return [u for u in self.others if (u.address, u.disk) not in shown]
+
+    def files_of_others(self) -> dict[str, str]:
+        """Real path -> the domain that has it in its chain (as last read)."""
+        images = self.state.result.images if self.state.result else {}
+        return user_chains(self.other_users(), images)
 
     # -- scanning --------------------------------------------------------
     def scan(self, directories: Iterable[str] | None = None) -> asyncio.Task[ScanResult]:
@@ -260,7 +328,10 @@ class Usage:
 
         async def run() -> ScanResult:
             try:
-                result = await asyncio.to_thread(self.scanner.scan, dirs, progress, self._cancel)
+                # the domains first: the directories of their images are read too
+                others = await self.read_others()
+                todo = sorted(set(dirs) | set(user_directories(others)))
+                result = await asyncio.to_thread(self.scanner.scan, todo, progress, self._cancel)
             finally:
                 self.state.running = False
             self.state.result = result
@@ -289,7 +360,7 @@ class Usage:
     def graph(self) -> ImageGraph:
         targets = [(s, t) for s, ts in self.hub.targets.items() for t in ts]
         disk = self.state.result.images if self.state.result else {}
-        return ImageGraph.build(self.hub.all_drives(), targets, disk)
+        return ImageGraph.build(self.hub.all_drives(), targets, disk, self.other_users())
 
     # -- leftovers -------------------------------------------------------
     def _on_hub(self, change: Any) -> None:
@@ -297,6 +368,22 @@ class Usage:
 
         if isinstance(change, DrivesChanged):
             self.note_chains(change.session)
+            self._reread_others(change.session)
+
+    def _reread_others(self, session: str) -> None:
+        """A drive of a backend that reports other users changed: read them again, in the background
+        (one read at a time), so the graph and the target checks know the domains defined now."""
+        backend = self.hub.sessions.get(session)
+        if backend is None or image_users_of(backend) is None:
+            return
+        if self._others_task is not None and not self._others_task.done():
+            return
+
+        async def read() -> None:
+            await self.read_others()
+            self._changed()
+
+        self._others_task = asyncio.ensure_future(read())
 
     def note_chains(self, session: str) -> None:
         """Compare each drive's chain with the last one seen: images that left it are leftovers."""
@@ -319,7 +406,7 @@ class Usage:
                     self.leftovers[k] = f"no longer used by {d.name} on {session}"
                     self.left_by[k] = d.key
         if left_now:
-            in_use = self.hub.files_in_use()
+            in_use = {**self.files_of_others(), **self.hub.files_in_use()}
             for name, gone in left_now:
                 free = [k for k in gone if k not in in_use]
                 if not free:
@@ -334,10 +421,10 @@ class Usage:
     def candidates(self) -> list[Candidate]:
         return [Candidate(p, why, drive=self.left_by.get(p)) for p, why in sorted(self.leftovers.items())]
 
-    def check(self, candidates: list[Candidate]) -> Any:
-        """A coroutine: the checks in a worker thread."""
-        live = live_state(self.hub)
-        return asyncio.to_thread(deletion_checks, candidates, live, self.scanner, self.extra_dirs)
+    async def check(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The checks in a worker thread, with the domains defined now."""
+        live = live_state(self.hub, await self.read_others())
+        return await asyncio.to_thread(deletion_checks, candidates, live, self.scanner, self.extra_dirs)
 
     async def delete(self, candidates: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
         """Check again, then delete what passes; (deleted, refused).  Each deletion is audited."""

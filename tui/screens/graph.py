@@ -132,7 +132,9 @@ class GraphScreen(Screen[None]):
             return
         live = tree.graph.users(key)
         if not live:
-            self.notify("No drive uses this image: nothing to highlight", severity="information")
+            others = ", ".join(o.text for o in tree.graph.nodes[key].others)  # domains not opened here
+            self.notify(f"No drive shown here uses this image{f' ({others})' if others else ''}: nothing to highlight",
+                        severity="information")
             return
         keys = [(u.session, u.drive) for u in live]
         nxt = keys[(keys.index(self.drive_key) + 1) % len(keys)] if self.drive_key in keys else keys[0]

@@ -36,6 +36,10 @@ class OperationKeys(_Base):
         except ValidationError:
             return ()  # gone
 
+    def _in_use(self, drive: Drive) -> dict[str, str]:
+        """Files a target must not be: in another open drive's chain, or a defined domain's (as last read)."""
+        return {**self.chain_app.usage.files_of_others(), **self.chain_app.hub.files_in_use(except_drive=drive)}
+
     def _speed_input(self, value: str = "") -> Input:
         return Input(value=value, placeholder="unlimited (e.g. 10M, 512K)")
 
@@ -140,7 +144,7 @@ class OperationKeys(_Base):
         if drive is None:
             return
         job_id = self.chain_app.hub.new_job_id("mirror", drive)
-        in_use = self.chain_app.hub.files_in_use(except_drive=drive)
+        in_use = self._in_use(drive)
         sync: Select[str] = Select([("full: the whole chain", "full"), ("top: the active image only", "top")], value="full", allow_blank=False)
         mode: Select[str] = Select(
             [("create a new file", "absolute-paths"), ("reuse an existing image", "existing")],
@@ -179,7 +183,7 @@ class OperationKeys(_Base):
             return
         hub = self.chain_app.hub
         job_id = hub.new_job_id("copy", drive)
-        in_use = hub.files_in_use(except_drive=drive)
+        in_use = self._in_use(drive)
         method: Select[str] = Select(
             [("snapshot + stream (drive moves to the copy)", "stream"), ("full mirror (raw allowed)", "mirror")],
             value="stream",
@@ -207,7 +211,7 @@ class OperationKeys(_Base):
             return
         hub = self.chain_app.hub
         target = PathInput(value=targets.suggest_target(drive, "snap"), placeholder="/path/to/overlay.qcow2")
-        in_use = hub.files_in_use(except_drive=drive)
+        in_use = self._in_use(drive)
         self._open(
             PlanDialog(
                 f"External snapshot of {drive.name}",

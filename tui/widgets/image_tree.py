@@ -239,7 +239,7 @@ class ImageTree(ScrollView, can_focus=True):
         left = self.leftovers.get(row.key)
         if node.live and node.active:
             glyph, glyph_style = "●", st("image-tree--active")
-        elif node.live:
+        elif node.live or node.others:
             glyph, glyph_style = "●", st("image-tree--label")
         elif node.target_of:
             glyph, glyph_style = "◆", st("image-tree--job")
@@ -264,24 +264,25 @@ class ImageTree(ScrollView, can_focus=True):
         size = f"{human_size(node.virtual_size):>9} {used:>9} " if node.virtual_size else " " * 20
         fmt = f"{node.format:<6}" if width >= 100 else ""
         segs.append(Segment(f"{fmt}{size}", st("image-tree--meta")))
-        if node.live:
-            if len(node.live) > 1:
-                segs.append(Segment(f"{len(node.live)} drives: ", st("image-tree--meta")))
-            for i, use in enumerate(node.live[:3]):
+        if node.live or node.others:
+            users = [*node.live, *node.others]  # drives shown live first, then domains not opened here
+            if len(users) > 1:
+                what = "drives" if not node.others else "users"
+                segs.append(Segment(f"{len(users)} {what}: ", st("image-tree--meta")))
+            for i, use in enumerate(users[:3]):
                 if i:
                     segs.append(Segment(", ", st("image-tree--meta")))
-                style = st("image-tree--active") if use.active else st("image-tree--label")
-                segs.append(Segment(use.text, style))
+                segs.append(Segment(use.text, st("image-tree--active") if use.active else st("image-tree--label")))
                 if use.job:
                     segs.append(Segment(f" ⚙ {use.job}", st("image-tree--job")))
-            if len(node.live) > 3:
-                segs.append(Segment(f" +{len(node.live) - 3} more", st("image-tree--meta")))
+            if len(users) > 3:
+                segs.append(Segment(f" +{len(users) - 3} more", st("image-tree--meta")))
         elif node.target_of:
             segs.append(Segment(f"target of job {node.target_of}", st("image-tree--job")))
         elif left:
             segs.append(Segment(left, st("image-tree--left")))
         else:
             segs.append(Segment("on disk only", st("image-tree--disk")))
-        if node.on_disk is False and not node.live and not node.target_of:
+        if node.on_disk is False and not node.live and not node.others and not node.target_of:
             segs.append(Segment(" (gone)", st("image-tree--meta")))
         return segs
