@@ -10,7 +10,7 @@ from tui.backend import jobs as jobs_module
 from tui.backend import ops
 from tui.widgets import JobsPanel
 
-from .uihelp import MiB, job, main, press, running_app, same, start_lab, until
+from .uihelp import job, main, press, running_app, same, start_lab, until
 
 
 class Writer(threading.Thread):

@@ -229,12 +229,12 @@ async def test_deleting_checks_the_lock(lab):
     [lone] = lab.make_chain(1, 64 * MiB, names=["lone"], absolute=True)
     q = lab.start(lone, name="locker")
     try:
-        from tui.backend.usage import lock_problem
+        from tui.backend.deletion import lock_problem
 
         assert "lock" in (lock_problem(str(lone)) or "")
     finally:
         q.stop()
-    from tui.backend.usage import lock_problem
+    from tui.backend.deletion import lock_problem
 
     assert lock_problem(str(lone)) is None
 

@@ -20,12 +20,12 @@ from tui.backend.audit import AuditLog
 from tui.backend.backend import ImageUser
 from tui.backend.disk_scan import DiskImage
 from tui.backend.errors import ValidationError
-from tui.backend.hub import Hub
 from tui.backend.image_graph import ImageGraph, describe_dependents, image_key, shared_with_others
 from tui.backend.lab import run as sh
 from tui.backend.libvirt_demo import domain_xml
 from tui.backend.libvirt_users import domain_disks
-from tui.backend.usage import Candidate, Usage
+from tui.backend.deletion import Candidate
+from tui.backend.usage import Usage
 from tui.screens.graph import GraphScreen
 from tui.widgets.image_tree import ImageTree
 

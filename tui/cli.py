@@ -169,7 +169,7 @@ async def _users(path: str, sockets: list[str], as_json: bool) -> int:
     """``chaintui users FILE``: drives, processes and overlays on disk that use an image."""
     import os
 
-    from .backend.usage import processes_holding
+    from .backend.deletion import processes_holding
 
     real = os.path.realpath(path)
     if not os.path.isfile(real):

@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from ..backend.fmt import human_size
-from ..backend.usage import Candidate
+from ..backend.deletion import Candidate
 
 
 def cleanup_text(candidates: list[Candidate]) -> str:
