@@ -22,7 +22,7 @@ import pytest
 from tui.backend.errors import ValidationError
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab
-from tui.backend.libvirt_session import build_libvirt_drives
+from tui.backend.libvirt_xml import build_libvirt_drives
 
 from .conftest import MiB, wait_for
 from .libvirt_lab import PIDFILES, URI, Daemons, Domains, virsh
