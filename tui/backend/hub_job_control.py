@@ -91,6 +91,11 @@ class JobControl:
             )
         return ""
 
+    def _changed(self, job: Job) -> None:
+        """A job command took effect: the card shows it now, not at the next poll."""
+        job._touch()
+        self._emit(JobsChanged([job]))
+
     async def cancel(self, session: str, job_id: str, force: bool = False) -> None:
         job = self._live_job(session, job_id, "; nothing to cancel")
         step = self._control(session).cancel(job, force)
@@ -123,15 +128,13 @@ class JobControl:
         except ChainTuiError:
             job.user_paused = False
             raise
-        job._touch()
-        self._emit(JobsChanged([job]))
+        self._changed(job)
 
     async def resume(self, session: str, job_id: str) -> None:
         job = self._live_job(session, job_id)
         await self._job_step(job, self._control(session).resume(job))
         job.user_paused = False
-        job._touch()
-        self._emit(JobsChanged([job]))
+        self._changed(job)
         self._ensure_poller(session, force=True)
 
     async def toggle_pause(self, session: str, job_id: str) -> bool:
@@ -149,8 +152,7 @@ class JobControl:
             raise ValidationError("Speed limit must not be negative", "speed")
         await self._job_step(job, self._control(session).set_speed(job, int(speed)))
         job.speed = int(speed)
-        job._touch()
-        self._emit(JobsChanged([job]))
+        self._changed(job)
 
     async def write_blocking(self, session: str, job_id: str) -> None:
         """Switch a mirror to copy-mode write-blocking (QEMU 8.2+: block-job-change)."""

@@ -142,7 +142,7 @@ class ImageGraph:
         for node in nodes.values():
             node.children.sort(key=lambda k: (not nodes[k].in_use, nodes[k].label, k))
         roots = [k for k, n in nodes.items() if n.backing is None or n.backing not in nodes or n.backing == k]
-        roots.sort(key=lambda k: (not _subtree_live(nodes, k), nodes[k].label, k))
+        roots.sort(key=lambda k: (not any(nodes[j].in_use for j in g.walk(k)), nodes[k].label, k))
         # nodes in a backing loop (broken images) are reached from no root: show them as roots
         reached = set()
         for r in roots:
@@ -187,19 +187,6 @@ class ImageGraph:
         if node.target_of:
             return f"target of job {node.target_of}"
         return "on disk only"
-
-
-def _subtree_live(nodes: dict[str, GraphNode], key: str) -> bool:
-    stack, seen = [key], set()
-    while stack:
-        k = stack.pop()
-        if k in seen:
-            continue
-        seen.add(k)
-        if nodes[k].in_use:
-            return True
-        stack.extend(nodes[k].children)
-    return False
 
 
 def shared_with_others(graph: ImageGraph, drive: Drive, base_key: str) -> list[str]:
