@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from tui.backend.hub import Hub
-from tui.backend.lab import Lab, LabQemu
+from tui.backend.lab import Lab, LabQemu, MiB  # noqa: F401 - MiB for the tests
 
-MiB = 1 << 20
 QEMU_TOOLS = ("qemu-img", "qemu-io", "qemu-storage-daemon", "qemu-system-x86_64")
 
 
@@ -59,7 +58,8 @@ async def hub():
     await h.close()
 
 
-async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+async def wait_for(predicate, timeout: float = 20.0, what: str = "condition", pause=lambda: asyncio.sleep(0.02)):
+    """``predicate()``'s value once it is true (checked again after each ``pause()``), else an AssertionError."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -68,7 +68,13 @@ async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
             return value
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+        await pause()
+
+
+def same(lab: Lab, a, b) -> None:
+    """``qemu-img compare`` says the two images hold the same data (only on images QEMU has closed)."""
+    ok, msg = lab.compare(a, b)
+    assert ok, f"{a} differs from {b}: {msg}"
 
 
 async def connect(hub: Hub, q: LabQemu, drives: int = 1):

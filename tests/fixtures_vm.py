@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tui.backend.lab import Lab, LabQemu
+from tui.backend.lab import Lab, LabQemu, MiB
 
-MiB = 1 << 20
 
 
 @dataclass

@@ -13,7 +13,7 @@ from tui.backend import ops
 from tui.backend.errors import ChainTuiError
 from tui.backend.hub import Hub
 
-from .conftest import MiB, connect
+from .conftest import MiB, connect, same
 
 
 def snapshot_dir(path) -> dict[str, str]:
@@ -171,8 +171,7 @@ async def test_shell_characters_in_paths_are_just_names(lab, hub: Hub):
     await hub.close()
     q.stop()
     assert target.exists() and not (lab.dir / "pwned").exists() and not os.path.exists("pwned")
-    same, msg = lab.compare(target, ref)
-    assert same, msg
+    same(lab, target, ref)
 
 
 async def test_raw_image_in_the_middle_is_flagged(lab, hub: Hub):

@@ -22,7 +22,7 @@ from tui.backend.errors import ConnectFailed
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab
 
-from .conftest import MiB, connect, wait_for
+from .conftest import MiB, connect, same, wait_for
 
 
 def start_job(hub: Hub, s: str, kind: str, lab: Lab):
@@ -62,8 +62,7 @@ async def test_qemu_killed_mid_job_then_back(lab, hub: Hub, kind):
     await other.disconnect()
     await hub.close()
     q2.stop()
-    same, msg = lab.compare(paths[-1], ref)
-    assert same, msg  # a killed job loses nothing the guest had
+    same(lab, paths[-1], ref)  # a killed job loses nothing the guest had
 
 
 async def test_socket_closing_during_greeting(tmp_path):
@@ -153,8 +152,7 @@ async def test_another_client_steers_our_job(lab, hub: Hub, verb):
     assert hub.drive(s, "drive0").active.label == expected
     await hub.close()
     q.stop()
-    same, msg = lab.compare(target, ref)
-    assert same, msg
+    same(lab, target, ref)
 
 
 @pytest.mark.qemu
@@ -311,5 +309,4 @@ def test_chaintui_killed_while_its_job_runs(lab):
     trail = list(AuditLog(lab.dir / "state" / "chaintui" / "audit.jsonl").read(job="stream-drive0-1"))
     assert [e["command"] for e in trail] == ["block-stream"] and trail[0]["ok"]
     q.stop()
-    same, msg = lab.compare(paths[-1], ref)
-    assert same, msg
+    same(lab, paths[-1], ref)

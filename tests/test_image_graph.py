@@ -19,7 +19,7 @@ from tui.backend import ops
 from tui.backend.audit import AuditLog
 from tui.backend.errors import QMPCommandError, ValidationError
 from tui.backend.hub import Hub
-from tui.backend.lab import Lab, run
+from tui.backend.lab import Lab, MiB, run
 from tui.backend.disk_scan import DiskScanner
 from tui.backend.image_graph import ImageGraph, describe_dependents, image_key, shared_with_others
 from tui.backend.usage import Usage
@@ -30,7 +30,6 @@ from tui.widgets.image_tree import ImageTree, layout
 from .conftest import connect, wait_for
 from .uihelp import PlanDialog, checked, dialog, main, press, running_app, same, until
 
-MiB = 1 << 20
 
 
 def overlay(lab: Lab, name: str, backing: Path) -> Path:

@@ -22,9 +22,9 @@ import pytest
 from tui.backend.errors import ValidationError
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab
-from tui.backend.libvirt_session import build_libvirt_drives
+from tui.backend.libvirt_xml import build_libvirt_drives
 
-from .conftest import MiB, wait_for
+from .conftest import MiB, same, wait_for
 from .libvirt_lab import PIDFILES, URI, Daemons, Domains, virsh
 from .test_remote import sshd  # noqa: F401 - the fixture
 from .uihelp import ConfirmDialog, dialog, highlight, press, running_app, until
@@ -93,11 +93,6 @@ def dumpxml_chain(domain: str, disk: str = "vda") -> list[str]:
 
 def stop(domain: str) -> None:
     virsh("destroy", domain)
-
-
-def same(lab: Lab, a, b) -> None:
-    ok, msg = lab.compare(a, b)
-    assert ok, f"{a} differs from {b}: {msg}"
 
 
 async def open_hub(domain: str, uri: str = URI) -> tuple[Hub, str]:

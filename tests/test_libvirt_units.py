@@ -6,7 +6,7 @@ import sys
 
 from tui.backend.backend import is_libvirt_address
 from tui.backend.libvirt_conn import split_address
-from tui.backend.libvirt_session import build_libvirt_drives
+from tui.backend.libvirt_xml import build_libvirt_drives
 from tui.cli import _libvirt_missing
 
 XML = """<domain type='qemu'><name>vm1</name><devices>

@@ -16,7 +16,7 @@ from tui.backend import ops
 from tui.backend.errors import QMPCommandError, ValidationError
 from tui.backend.hub import Hub
 
-from .conftest import MiB, chain_of, connect, wait_for
+from .conftest import MiB, chain_of, connect, same, wait_for
 
 KINDS = ["qsd", "system"]
 
@@ -40,11 +40,6 @@ async def finish(hub, q):
     q.stop()
 
 
-def assert_same(lab, image, ref):
-    same, msg = lab.compare(image, ref)
-    assert same, f"{image} differs from the reference: {msg}"
-
-
 @pytest.mark.parametrize("kind", KINDS)
 async def test_stream_with_base_and_guest_writes(lab, hub: Hub, kind):
     paths, ref, q, s = await setup(lab, hub, kind)
@@ -66,7 +61,7 @@ async def test_stream_with_base_and_guest_writes(lab, hub: Hub, kind):
     await wait_for(lambda: hub.drive(s, "drive0").notation() == "[A.qcow2] -> [B.qcow2] -> [D.qcow2]", what="chain")
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2", "D.qcow2"]
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
     assert lab.info(paths[-1])[0]["backing-filename"].endswith("B.qcow2")
 
 
@@ -79,7 +74,7 @@ async def test_stream_flatten(lab, hub: Hub):
     await hub.wait_job(s, job.id, lambda j: j.finished)
     assert await chain_of(hub, s) == ["D.qcow2"]
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
     assert "backing-filename" not in lab.info(paths[-1])[0]
 
 
@@ -97,7 +92,7 @@ async def test_commit_intermediate(lab, hub: Hub, kind):
     assert job.outcome == "completed"
     assert await chain_of(hub, s) == ["A.qcow2", "D.qcow2"]
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -119,7 +114,7 @@ async def test_active_commit_ready_then_finish(lab, hub: Hub, kind):
     assert job.outcome == "completed: drive switched to the base"
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2"]
     await finish(hub, q)
-    assert_same(lab, paths[1], ref)
+    same(lab, paths[1], ref)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -140,7 +135,7 @@ async def test_mirror_ready_then_finish_moves_drive(lab, hub: Hub, kind):
     assert job.outcome == "completed: drive switched to the target"
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2", "C.qcow2", "D-new.qcow2"]
     await finish(hub, q)
-    assert_same(lab, target, ref)
+    same(lab, target, ref)
 
 
 async def test_mirror_full_raw(lab, hub: Hub):
@@ -157,7 +152,7 @@ async def test_mirror_full_raw(lab, hub: Hub):
     await hub.wait_job(s, job.id, lambda j: j.finished)
     assert await chain_of(hub, s) == ["flat.raw"]
     await finish(hub, q)
-    assert_same(lab, target, ref)
+    same(lab, target, ref)
 
 
 async def test_mirror_cancel_after_ready_keeps_source_and_consistent_copy(lab, hub: Hub):
@@ -174,8 +169,8 @@ async def test_mirror_cancel_after_ready_keeps_source_and_consistent_copy(lab, h
     assert job.outcome.startswith("cancelled after ready")
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
-    assert_same(lab, target, ref)
+    same(lab, paths[-1], ref)
+    same(lab, target, ref)
 
 
 async def test_mirror_cancel_before_ready(lab, hub: Hub):
@@ -190,7 +185,7 @@ async def test_mirror_cancel_before_ready(lab, hub: Hub):
     assert job.outcome == "cancelled"
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -204,7 +199,7 @@ async def test_snapshot(lab, hub: Hub, kind):
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2", "E.qcow2"]
     guest_write(lab, q, ref, 0, 64 * 1024, 0x51)
     await finish(hub, q)
-    assert_same(lab, target, ref)
+    same(lab, target, ref)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -224,8 +219,8 @@ async def test_copy_snapshot_then_stream(lab, hub: Hub, kind):
     await hub.wait_job(s, job.id, lambda j: j.finished)
     assert await chain_of(hub, s) == ["copy.qcow2"]
     await finish(hub, q)
-    assert_same(lab, target, ref)
-    assert_same(lab, paths[-1], old_ref)
+    same(lab, target, ref)
+    same(lab, paths[-1], old_ref)
 
 
 async def test_copy_full_mirror_raw(lab, hub: Hub):
@@ -239,8 +234,8 @@ async def test_copy_full_mirror_raw(lab, hub: Hub):
     await hub.cancel(s, job.id)  # keep the source: the target is the copy
     await hub.wait_job(s, job.id, lambda j: j.finished)
     await finish(hub, q)
-    assert_same(lab, target, ref)
-    assert_same(lab, paths[-1], ref)
+    same(lab, target, ref)
+    same(lab, paths[-1], ref)
 
 
 async def test_pause_resume_and_speed(lab, hub: Hub):
@@ -262,7 +257,7 @@ async def test_pause_resume_and_speed(lab, hub: Hub):
     await hub.dismiss(s, job.id)
     assert hub.tracker.get(s, job.id) is None
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 async def test_jobs_on_two_drives_and_two_qemus(lab, hub: Hub):
@@ -297,7 +292,7 @@ async def test_jobs_on_two_drives_and_two_qemus(lab, hub: Hub):
     q1.stop()
     q2.stop()
     for p, ref in zip((a, b, c), refs):
-        assert_same(lab, p[-1], ref)
+        same(lab, p[-1], ref)
 
 
 async def test_job_started_by_another_client_shows_up(lab, hub: Hub):
@@ -314,7 +309,7 @@ async def test_job_started_by_another_client_shows_up(lab, hub: Hub):
     finally:
         await other.disconnect()
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 async def test_reattach_to_running_job(lab):
@@ -338,7 +333,7 @@ async def test_reattach_to_running_job(lab):
     finally:
         await second.close()
     q.stop()
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 async def test_lost_connection_and_reconnect(lab, hub: Hub):
@@ -398,7 +393,7 @@ async def test_raw_base_and_filters_hidden(lab, hub: Hub):
     await hub.set_speed(s, job.id, 0)
     await hub.wait_job(s, job.id, lambda j: j.finished)
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 async def test_validation_before_anything_is_sent(lab, hub: Hub):
@@ -446,7 +441,7 @@ async def test_validation_before_anything_is_sent(lab, hub: Hub):
     await hub.set_speed(s, job.id, 0)
     await hub.wait_job(s, job.id, lambda j: j.finished)
     await finish(hub, q)
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)
 
 
 async def test_explicitly_opened_nodes_keep_plain_backing_names(lab, hub: Hub):
@@ -467,4 +462,4 @@ async def test_explicitly_opened_nodes_keep_plain_backing_names(lab, hub: Hub):
     await finish(hub, q)
     info = lab.info(paths[-1])
     assert info[0]["backing-filename"] == "B.qcow2"
-    assert_same(lab, paths[-1], ref)
+    same(lab, paths[-1], ref)

@@ -44,8 +44,8 @@ BUILDERS = {
     ("tui.backend.qmp_read", "read_drives"): {"query-block", "query-block-exports"},
     ("tui.backend.qmp_read", "read_jobs"): {"query-block-jobs", "query-jobs"},
     # the embedded lab's own monitor (demo and tests), not the app's
-    ("tui.backend.lab", "_quit"): {"quit"},
-    ("tui.backend.lab", "Lab._export_system.export"): {"nbd-server-start", "query-block", "block-export-add"},
+    ("tui.backend.lab_qemu", "_quit"): {"quit"},
+    ("tui.backend.lab_qemu", "export_drives.export"): {"nbd-server-start", "query-block", "block-export-add"},
 }
 
 

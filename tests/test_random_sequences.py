@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from tui.backend import ops
 from tui.backend.errors import ValidationError
 from tui.backend.hub import Hub
-from tui.backend.lab import Lab, pattern_for, run
+from tui.backend.lab import Lab, MiB, pattern_for, run
 
-MiB = 1 << 20
 SIZE = 16 * MiB
 BLOCK = 64 * 1024
 BLOCKS = SIZE // BLOCK

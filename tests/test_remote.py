@@ -17,7 +17,7 @@ from tui.backend import ops
 from tui.backend.errors import ConnectFailed
 from tui.backend.hub import Hub
 
-from .conftest import MiB, wait_for
+from .conftest import MiB, same, wait_for
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -97,8 +97,7 @@ async def test_job_over_ssh_and_tunnel_restarted(lab, sshd):
         await hub.close()
     assert not os.path.exists(local_dir), "the tunnel's socket directory is removed"
     q.stop()
-    same, msg = lab.compare(paths[-1], ref)
-    assert same, msg
+    same(lab, paths[-1], ref)
 
 
 async def test_ssh_failure_is_one_clear_line(lab, sshd):

@@ -8,7 +8,7 @@ import sys
 
 from tui.widgets import DrivesPanel
 
-from .conftest import MiB, chain_of, connect, wait_for
+from .conftest import MiB, chain_of, connect, same, wait_for
 from .fixtures_vm import drive_vm, libvirt_vm, start_vm  # noqa: F401 - fixtures
 from .uihelp import graph, main, running_app, until
 
@@ -93,8 +93,7 @@ async def test_snapshots_by_another_tool_appear_without_a_key(lab, libvirt_vm):
         assert seen_after < 4
         await pilot.press("escape")
     vm.q.stop()
-    ok, msg = lab.compare(d / "F.qcow2", vm.refs[0])
-    assert ok, msg
+    same(lab, d / "F.qcow2", vm.refs[0])
 
 
 async def test_hub_notices_a_snapshot_on_qsd_without_an_event(lab, hub):
@@ -149,8 +148,7 @@ async def test_merge_keeps_relative_backing_path(lab, hub):
     q.stop()
     info = lab.info(paths[-1])[0]
     assert info["backing-filename"] == "../bases/base räw.img"
-    same = lab.compare(paths[-1], ref)
-    assert same[0], same[1]
+    same(lab, paths[-1], ref)
 
 
 async def test_commit_keeps_absolute_backing_path_absolute(lab, hub):
@@ -167,8 +165,7 @@ async def test_commit_keeps_absolute_backing_path_absolute(lab, hub):
     await hub.wait_job(s.name, plan.job_ids[0], lambda j: j.finished)
     q.stop()
     assert lab.info(paths[-1])[0]["backing-filename"] == str(paths[0])
-    same = lab.compare(paths[-1], ref)
-    assert same[0], same[1]
+    same(lab, paths[-1], ref)
 
 
 # -- defect 11: leftover nodes --------------------------------------------------------
@@ -227,8 +224,7 @@ async def test_leftover_after_active_commit_on_libvirt_vm_shown_and_closed(lab, 
         names = {n["node-name"] for n in await hub.sessions[s].execute("query-named-block-nodes", {"flat": True})}
         assert not names & {"libvirt-1-format", "libvirt-1-storage", "libvirt-2-format", "libvirt-2-storage"}
     vm.q.stop()
-    ok, msg = lab.compare(vm.disks[0][1], vm.refs[0])
-    assert ok, msg
+    same(lab, vm.disks[0][1], vm.refs[0])
 
 
 async def test_leftover_after_active_commit_on_qsd(lab, hub):
@@ -248,8 +244,7 @@ async def test_leftover_after_active_commit_on_qsd(lab, hub):
     await hub.refresh(s.name)
     assert not hub.drive(s.name, "drive0").leftovers
     q.stop()
-    ok, msg = lab.compare(paths[1], ref)
-    assert ok, msg
+    same(lab, paths[1], ref)
 
 
 # -- defect 9: ownership after a restart; every job's drive ------------------------------
@@ -286,8 +281,7 @@ async def test_restart_knows_its_own_jobs(lab, libvirt_vm, tmp_path):
         await until(pilot, lambda: j.finished, what="cancelled")
         await until(pilot, lambda: not OwnedJobs(store).entries, what="the entry dropped")
     vm.q.stop()
-    ok, msg = lab.compare(vm.disks[0][-1], vm.refs[0])
-    assert ok, msg
+    same(lab, vm.disks[0][-1], vm.refs[0])
 
 
 async def test_fast_job_of_another_client_on_a_node_name_gets_its_drive(lab, hub):
@@ -302,8 +296,7 @@ async def test_fast_job_of_another_client_on_a_node_name_gets_its_drive(lab, hub
     await wait_for(lambda: j.finished, what="its end")
     await wait_for(lambda: j.drive == "drive0", timeout=5, what="its drive resolved")
     q.stop()
-    ok, msg = lab.compare(paths[-1], ref)
-    assert ok, msg
+    same(lab, paths[-1], ref)
 
 
 # -- smaller things --------------------------------------------------------------------
@@ -334,8 +327,7 @@ async def test_target_named_img_is_mirrored_raw(lab, libvirt_vm):
         await until(pilot, lambda: j.finished, what="cancelled after ready")
     vm.q.stop()
     assert lab.info(target)[0]["format"] == "raw"
-    ok, msg = lab.compare(target, vm.refs[0])
-    assert ok, msg
+    same(lab, target, vm.refs[0])
 
 
 async def test_qcow2_format_for_img_name_warns(hub, libvirt_vm, lab):
@@ -401,5 +393,4 @@ async def test_job_on_drive_vm_addresses_the_drive_id_and_shows_the_device_id(hu
     assert job.outcome == "completed" and job.drive == "virtio-disk0"
     assert await chain_of(hub, s.name, "virtio-disk0") == ["d0-A.qcow2", "d0-B.qcow2", "d0-D.qcow2"]
     vm.q.stop()
-    ok, msg = lab.compare(vm.disks[0][-1], vm.refs[0])
-    assert ok, msg
+    same(lab, vm.disks[0][-1], vm.refs[0])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tui.app import ChainApp
 from tui.backend.hub import Hub
-from tui.backend.lab import Lab, LabQemu
+from tui.backend.lab import Lab, LabQemu, MiB
 from tui.screens.dialogs import ConfirmDialog, PlanDialog
 from tui.screens.main import MainScreen
 from tui.widgets import ChainGraph
 
-MiB = 1 << 20
+from .conftest import same, wait_for
+
 FIXED_CLOCK = lambda t: "12:00:00"  # noqa: E731 - stable pictures
 
 
@@ -35,18 +35,15 @@ def graph(app: ChainApp) -> ChainGraph:
 
 
 async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    """:func:`wait_for` with the app running between checks (and widgets that are not there yet)."""
+
+    def value():
         try:
-            value = predicate()
+            return predicate()
         except Exception:  # noqa: BLE001 - widgets may not be there yet
-            value = None
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.03)
+            return None
+
+    return await wait_for(value, timeout, what, pause=lambda: pilot.pause(0.03))
 
 
 async def showing(pilot, read, expected, timeout: float = 20.0) -> None:
@@ -104,9 +101,4 @@ def start_lab(lab: Lab, n: int = 4, kind: str = "qsd", prefix: str = "", size: i
     return paths, ref, q
 
 
-def same(lab: Lab, a, b) -> None:
-    ok, msg = lab.compare(a, b)
-    assert ok, f"{a} differs from {b}: {msg}"
-
-
-__all__ = ["ConfirmDialog", "PlanDialog"]
+__all__ = ["ConfirmDialog", "PlanDialog", "same"]

@@ -99,11 +99,23 @@ class ImageGraph:
         others: Iterable[ImageUser] = (),
     ) -> ImageGraph:
         g = cls()
-        nodes = g.nodes
-        for path, d in (disk or {}).items():
-            nodes[path] = GraphNode(
+        g._add_on_disk(disk or {})
+        g._add_drives(drives)
+        g._add_targets(targets)
+        g._add_others(others)
+        g._link()
+        return g
+
+    def _add_on_disk(self, disk: dict[str, DiskImage]) -> None:
+        """The images found on disk, keyed by real path."""
+        for path, d in disk.items():
+            self.nodes[path] = GraphNode(
                 path, os.path.basename(path), d.format, d.virtual_size, d.actual_size, d.backing, on_disk=True
             )
+
+    def _add_drives(self, drives: Iterable[Drive]) -> None:
+        """Every open drive's chain: QEMU's word on format, sizes and backing wins over the scan's."""
+        nodes = self.nodes
         for drive in drives:
             keys = drive_keys(drive)
             for i, (img, key) in enumerate(zip(drive.images, keys)):
@@ -120,12 +132,20 @@ class ImageGraph:
                     LiveUse(drive.session, drive.name, img.node_name, img.read_only and i < len(keys) - 1,
                             i == len(keys) - 1, img.job)
                 )
+
+    def _add_targets(self, targets: Iterable[tuple[str, JobTarget]]) -> None:
+        """Job targets (a mirror's new file): marked with the job that writes them."""
+        nodes = self.nodes
         for session, t in targets:
             key = os.path.realpath(t.filename) if t.filename.startswith("/") else f"{session}:{t.node_name}"
             node = nodes.get(key)
             if node is None:
                 node = nodes[key] = GraphNode(key, os.path.basename(t.filename) or t.node_name, t.format, 0, None, None)
             node.target_of = f"{t.job}@{session}"
+
+    def _add_others(self, others: Iterable[ImageUser]) -> None:
+        """Users chaintui does not open (libvirt domains shut off or not opened), top first."""
+        nodes = self.nodes
         for user in others:
             for i, key in enumerate(user.chain):
                 node = nodes.get(key)
@@ -134,6 +154,10 @@ class ImageGraph:
                 if node.backing is None and i + 1 < len(user.chain):
                     node.backing = user.chain[i + 1]
                 node.others.append(OtherUse(user, i == 0))
+
+    def _link(self) -> None:
+        """Overlays under their backing image, bases (and images in a backing loop) as roots, used first."""
+        nodes = self.nodes
         for key, node in nodes.items():
             if node.backing is not None and node.backing in nodes and node.backing != key:
                 nodes[node.backing].children.append(key)
@@ -142,17 +166,16 @@ class ImageGraph:
         for node in nodes.values():
             node.children.sort(key=lambda k: (not nodes[k].in_use, nodes[k].label, k))
         roots = [k for k, n in nodes.items() if n.backing is None or n.backing not in nodes or n.backing == k]
-        roots.sort(key=lambda k: (not _subtree_live(nodes, k), nodes[k].label, k))
+        roots.sort(key=lambda k: (not any(nodes[j].in_use for j in self.walk(k)), nodes[k].label, k))
         # nodes in a backing loop (broken images) are reached from no root: show them as roots
         reached = set()
         for r in roots:
-            reached.update(g.walk(r))
+            reached.update(self.walk(r))
         for k in nodes:
             if k not in reached:
                 roots.append(k)
-                reached.update(g.walk(k))
-        g.roots = roots
-        return g
+                reached.update(self.walk(k))
+        self.roots = roots
 
     def walk(self, key: str) -> Iterable[str]:
         """``key`` and everything that backs onto it, depth first (loops stopped)."""
@@ -187,19 +210,6 @@ class ImageGraph:
         if node.target_of:
             return f"target of job {node.target_of}"
         return "on disk only"
-
-
-def _subtree_live(nodes: dict[str, GraphNode], key: str) -> bool:
-    stack, seen = [key], set()
-    while stack:
-        k = stack.pop()
-        if k in seen:
-            continue
-        seen.add(k)
-        if nodes[k].in_use:
-            return True
-        stack.extend(nodes[k].children)
-    return False
 
 
 def shared_with_others(graph: ImageGraph, drive: Drive, base_key: str) -> list[str]:

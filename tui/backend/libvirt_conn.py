@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ConnectFailed
+from .errors import ConnectFailed, QMPCommandError
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +126,15 @@ def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None]) -> Callabl
             pass
 
     return callback
+
+
+def error_name(libvirt: Any, code: int) -> str:
+    for name in dir(libvirt):
+        if name.startswith("VIR_ERR_") and getattr(libvirt, name) == code:
+            return name
+    return f"libvirt error {code}"
+
+
+def command_error(libvirt: Any, call: str, exc: Any) -> QMPCommandError:
+    """A libvirt error as the error the hub knows (libvirt's ``VIR_ERR_*`` name as its class)."""
+    return QMPCommandError(call, error_name(libvirt, exc.get_error_code()), exc.get_error_message() or str(exc))

@@ -2,7 +2,8 @@
 
 One line-API view draws every card: two lines a card, only the visible lines
 rendered, each cached under what it shows (the job's version, the width, the
-highlight and focus), so a poll that changes one card redraws two lines.
+highlight and focus), so a poll that changes one card redraws two lines.  What a
+card says is in :mod:`tui.widgets.job_card`.
 """
 
 from __future__ import annotations
@@ -15,52 +16,12 @@ from textual.color import Color
 from textual.geometry import Size
 from textual.strip import Strip
 
-from ..backend.fmt import human_duration, human_size
 from ..backend.jobs import Job
+from .job_card import card_classes, card_parts
 from .line_view import LineView
-
-SPARK = "▁▂▃▄▅▆▇█"
-# query-block-jobs io-status → the errno class QEMU saw (BLOCK_JOB_ERROR carries none)
-IO_STATUS = {"failed": " (EIO or similar)", "nospace": " (ENOSPC: no space left)"}
-BAR_WIDTH = 24
-
-
-def sparkline(values: list[float], width: int = 16) -> str:
-    values = values[-width:]
-    if not values:
-        return ""
-    top = max(values) or 1.0
-    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values)
-
-
-def bar(fraction: float, width: int = BAR_WIDTH) -> str:
-    filled = fraction * width
-    full = int(filled)
-    half = "╸" if filled - full >= 0.5 and full < width else ""
-    return "━" * full + half + " " * (width - full - len(half))
-
 
 CARD = 2  # lines per card
 BOLD = Style(bold=True)
-
-# what a card's state is called, for tests and CSS-minded readers (was a widget class per card)
-STATE_CLASSES = ("-ready", "-error", "-finished", "-cancelled", "-unknown", "-paused", "-stuck")
-
-
-def card_classes(job: Job) -> set[str]:
-    """The states a card shows, as names: '-error', '-stuck', '-finished', ..."""
-    conv = job.convergence() if job.needs_convergence else None
-    flags = {
-        "-ready": job.ready and not job.finished,
-        "-error": job.result in ("failed", "lost")
-        or (not job.finished and (bool(job.error) or job.io_status not in ("ok", "", None))),
-        "-finished": job.finished and job.succeeded,
-        "-cancelled": job.result in ("cancelled", "unknown"),
-        "-unknown": job.lost and not job.finished,
-        "-paused": job.user_paused and not job.finished,
-        "-stuck": conv is not None and not conv.converging,
-    }
-    return {name for name, on in flags.items() if on}
 
 
 class JobsPanel(LineView, can_focus=True):
@@ -324,7 +285,7 @@ class JobsPanel(LineView, can_focus=True):
             if cls in classes:
                 edge = name
                 break
-        first, second = self._card_parts(job)
+        first, second = card_parts(job)
         inner = max(1, width - 3)
         lines = []
         for parts in (first, second):
@@ -334,84 +295,6 @@ class JobsPanel(LineView, can_focus=True):
             segments.append(Segment(" " * max(0, width - used), background))
             lines.append(Strip(segments, max(width, used)))
         return lines[0], lines[1]
-
-    @staticmethod
-    def _card_parts(job: Job) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """What a card says, as (text, style name) pieces for its two lines."""
-        where = f"{job.drive or '?'}@{job.session}"
-        state = job.state_text
-        if job.lost and not job.finished:
-            state = "✗ LOST: its QEMU does not answer"
-        elif job.ended_badly:
-            state = {"failed": "✗ FAILED", "lost": "✗ LOST", "cancelled": "⊘ CANCELLED"}.get(
-                job.result or "", "? ENDED, outcome unknown"
-            )
-        state_style = "id"
-        if job.finished:
-            state_style = {"completed": "good", "failed": "bad", "lost": "bad"}.get(job.result or "", "warn")
-        elif job.lost or job.io_status not in ("ok", "", None):
-            state_style = "bad"
-        elif job.ready:
-            state_style = "good"
-        elif job.is_paused:
-            state_style = "warn"
-        first = [(job.id, "id"), ("  ", ""), (job.type, "type"), ("  ", ""), (where, "muted"), ("  ", ""),
-                 (state, state_style + "!" if state_style != "id" else "id")]
-        if job.last_error_event and not job.finished:
-            ev = job.last_error_event
-            cause = IO_STATUS.get(job.io_status, "")
-            first.append((f"  I/O error on {ev.get('operation')}{cause} → {ev.get('action')}", "bad"))
-        conv = job.convergence() if job.needs_convergence else None
-        if conv is not None and not conv.converging:
-            first.append((f"  ⚠ not converging: {conv.reason} (+/u: raise/lift limit, w: write-blocking)", "warn!"))
-        if job.target:
-            first.append((f"  → {job.target}", "muted"))
-        if not job.started_by_us:
-            first.append(("  (started elsewhere)", "muted"))
-        pct = f"{job.progress:>4.0%}" if job.length > 0 else "  --"
-        done = f"{human_size(job.offset)} of {human_size(job.length)}" if job.length > 0 else "nothing copied"
-        if job.finished:
-            bar_style = {"completed": "good", "failed": "bad", "lost": "bad"}.get(job.result or "", "warn")
-        elif job.lost:
-            bar_style = "muted"
-        else:
-            bar_style = "good" if job.ready else "bar"
-        second: list[tuple[str, str]]
-        if job.ended_badly:
-            # the reason QEMU gave and where it got to, where a progress bar would be
-            detail = job.outcome or ""
-            for sep in (": ", "; "):
-                if detail.startswith((job.result or "") + sep):
-                    detail = detail[len(job.result or "") + 2 :]
-            second = [(bar(job.progress, 8), bar_style), (f" {pct}  ", "id"), (detail, bar_style)]
-            if not (job.result == "cancelled" and job.ready) and (job.offset or job.length):
-                second.append((f" · stopped at {job.stopped_at}", bar_style))
-            second.append(("  · d dismiss", "muted"))
-        else:
-            second = [(bar(job.progress), bar_style), (f" {pct}  ", "id"), (done, "")]
-        if job.finished:
-            pass
-        elif job.lost:
-            second.append(("  no rate, no ETA", "bad"))
-        elif job.ready:
-            hint = "f: finish" if job.type != "mirror" else "f: pivot to target, x: keep source"
-            second.append((f"  in sync · {hint}", "good"))
-        else:
-            second.append((f"  {human_size(job.rate)}/s", ""))
-            stuck = conv is not None and not conv.converging
-            second.append((f"  ETA {'never at this pace' if stuck else human_duration(job.eta)}", "muted"))
-            if job.is_paused:
-                second.append((" (paused)", "warn"))
-            second.append((" " + sparkline(list(job.rate_history), 12), "spark"))
-            if conv is not None:
-                arrow = "▲" if conv.trend > 0 else ("▼" if conv.trend < 0 else "=")
-                text = f"  left {arrow} {human_size(abs(conv.trend))}/s"
-                if conv.dirty_rate > 0:
-                    text += f", guest {human_size(conv.dirty_rate)}/s"
-                second.append((text, "warn" if not conv.converging else "muted"))
-        if not job.finished:
-            second.append((f"  limit {human_size(job.speed) + '/s' if job.speed else 'none'}", "muted"))
-        return first, second
 
 
 def _fit(pieces: list[tuple[str, Style]], width: int) -> list[Segment]:
