@@ -60,3 +60,21 @@ def check_format(fmt: str | None, allowed: tuple[str, ...] = FORMATS) -> str:
     if value not in allowed:
         raise ValidationError(f"Unknown format {fmt!r}: choose {' or '.join(allowed)}", "format")
     return value
+
+
+def check_shared_base(base: Image, shared: list[str] | None, override: bool, moves: list[str],
+                      warnings: list[str]) -> None:
+    """A base other images back onto: refused unless overridden (then a warning); else the plan
+    says whether anything else was looked for."""
+    if shared and not override:
+        raise ValidationError(
+            f"{base.label} is shared: {len(shared)} image{'s' if len(shared) > 1 else ''} backing onto it, or in "
+            f"another VM's chain, would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
+            "override",
+        )
+    if shared:
+        warnings.insert(0, f"Commit anyway: these {len(shared)} images will see changed data: {'; '.join(shared)}")
+    elif shared is not None:
+        moves.append(f"Nothing else backs onto {base.label} (live, or on disk in the directories scanned).")
+    else:
+        moves.append(f"Anything else backed by {base.label} outside this drive would see changed data.")

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from .chain import Drive, Image, Leftover, chain_notation
-from .checks import check_busy, check_format, check_users, image_of, raw_note
+from .checks import check_busy, check_format, check_shared_base, check_users, image_of, raw_note
 from .errors import ValidationError
 from .fmt import human_size, parse_speed
 from .plan import Choice, Plan, Step
@@ -156,7 +156,7 @@ def plan_commit(
             "the job ends by itself."
         )
     warnings = raw_note(drive)
-    _shared_base(base_img, shared, override, moves, warnings)
+    check_shared_base(base_img, shared, override, moves, warnings)
     return Plan.on(
         drive,
         kind="commit",
@@ -169,23 +169,6 @@ def plan_commit(
         override=list(shared or []),
         choice=Choice(base=base_img.node_name, top=None if active else top_img.node_name, speed=rate),
     )
-
-
-def _shared_base(base: Image, shared: list[str] | None, override: bool, moves: list[str], warnings: list[str]) -> None:
-    """A base other images back onto: refused unless overridden (then a warning); else the plan
-    says whether anything else was looked for."""
-    if shared and not override:
-        raise ValidationError(
-            f"{base.label} is shared: {len(shared)} image{'s' if len(shared) > 1 else ''} backing onto it, or in "
-            f"another VM's chain, would see changed data: {'; '.join(shared)}. Refused; tick \"commit anyway\" to go on.",
-            "override",
-        )
-    if shared:
-        warnings.insert(0, f"Commit anyway: these {len(shared)} images will see changed data: {'; '.join(shared)}")
-    elif shared is not None:
-        moves.append(f"Nothing else backs onto {base.label} (live, or on disk in the directories scanned).")
-    else:
-        moves.append(f"Anything else backed by {base.label} outside this drive would see changed data.")
 
 
 def plan_mirror(
