@@ -69,13 +69,13 @@ async def test_not_converging_flagged_then_lifted(lab, short_window):
             await press(pilot, "tab")
             await press(pilot, "w")
             if can_switch:  # QEMU 8.2+ switches the running mirror
-                await until(pilot, lambda: any(str(n.message) == "mirror-drive0-1: copy mode write-blocking"
-                                               for n in app._notifications), what="switched")
+                await until(pilot, lambda: any(m == "mirror-drive0-1: copy mode write-blocking"
+                                               for m, _ in app.notices), what="switched")
                 assert any("copy mode write-blocking (guest writes now wait for the target)" in e.text for e in hub.log)
-                assert not any(n.severity == "error" for n in app._notifications)
+                assert not any(severity == "error" for _, severity in app.notices)
             else:  # QEMU 7.2 has no block-job-change: chaintui says so, and the job goes on as it was
-                await until(pilot, lambda: any("cannot switch a running mirror to write-blocking" in str(n.message)
-                                               for n in app._notifications), what="refusal")
+                await until(pilot, lambda: any("cannot switch a running mirror to write-blocking" in m
+                                               for m, _ in app.notices), what="refusal")
                 entry = await block_job(app, s, "mirror-drive0-1")
                 assert (entry["type"], entry["status"], entry["speed"], entry["ready"]) == ("mirror", "running", 256 * 1024, False)
                 assert "actively-synced" not in entry

@@ -105,6 +105,7 @@ class PictureApp(ChainApp):
         self.picture_lab = lab
         self.after_picture: list[Callable[[], None]] = []
         self.markdown_loaded: set[str | None] = set()
+        self.notices: list[tuple[str, str]] = []  # what the app told the operator
 
     def on_markdown_table_of_contents_updated(self, event: Markdown.TableOfContentsUpdated) -> None:
         self.markdown_loaded.add(event.markdown.id)  # Markdown says so once all its blocks are mounted
@@ -114,6 +115,7 @@ class PictureApp(ChainApp):
             event.widget.cursor_blink = False  # the cursor shows, steadily
 
     def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:  # type: ignore[no-untyped-def, override]
+        self.notices.append((str(message), severity))
         super().notify(message, title=title, severity=severity, timeout=3600, markup=markup)
 
     def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
@@ -392,7 +394,7 @@ def test_qemu_error_notification(snap_compare, picture_lab):
         plan = ops.plan_stream(drive, "B", 0, "stream-drive0-1")
         plan.steps[0].arguments["base-node"] = "gone"  # QEMU, not chaintui, refuses this one
         app.launch(plan)
-        await until(pilot, lambda: app._notifications, what="notification")
+        await until(pilot, lambda: app.notices, what="notification")
         await until(pilot, lambda: any(e.kind == "error" for e in app.hub.log), what="the error logged")
         await pilot.pause()  # the log lines already posted are handled: clearing now is final
         main(app).query_one("#log").clear()

@@ -343,7 +343,7 @@ async def test_merge_on_single_image_refused_at_once(lab):
     q = lab.start(paths[-1])
     async with running_app([str(q.qmp)]) as (app, pilot):
         await pilot.press("s")
-        await until(pilot, lambda: any("nothing to merge" in n.message for n in app._notifications),
+        await until(pilot, lambda: any("nothing to merge" in m for m, _ in app.notices),
                     what="the reason")
         assert type(app.screen).__name__ == "MainScreen"
 

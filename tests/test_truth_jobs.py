@@ -24,7 +24,7 @@ from .uihelp import ConfirmDialog, MiB, chain, dialog, highlight, job, main, pre
 
 
 def notes(app) -> list[str]:
-    return [str(n.message) for n in app._notifications]
+    return [m for m, _ in app.notices]
 
 
 def card_text(app, j) -> str:

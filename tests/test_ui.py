@@ -276,7 +276,7 @@ async def test_finish_before_ready_says_why(lab):
         await press(pilot, "enter")
         j = await until(pilot, lambda: job(app, "stream-drive0-1"))
         await press(pilot, "f")
-        await until(pilot, lambda: any("is not ready" in str(n.message) for n in app._notifications))
+        await until(pilot, lambda: any("is not ready" in m for m, _ in app.notices))
         assert not isinstance(app.screen, ConfirmDialog)
         await app.hub.set_speed(j.session, j.id, 0)
         await until(pilot, lambda: j.finished)
@@ -328,7 +328,7 @@ async def test_qemu_error_becomes_a_notification(lab):
         from tui.backend import ops
 
         app.launch(ops.plan_stream(drive, None, 0, "mine"))
-        await until(pilot, lambda: any("is busy" in str(n.message) for n in app._notifications), what="QEMU's error")
+        await until(pilot, lambda: any("is busy" in m for m, _ in app.notices), what="QEMU's error")
         assert any(e.kind == "error" and "is busy" in e.text for e in app.hub.log)
         await other.execute("block-job-cancel", {"device": "theirs"})
         await other.disconnect()

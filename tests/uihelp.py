@@ -20,9 +20,22 @@ FIXED_CLOCK = lambda t: "12:00:00"  # noqa: E731 - stable pictures
 @asynccontextmanager
 async def running_app(sockets: list[str], size=(120, 40), poll=0.05):
     app = ChainApp(sockets, hub=Hub(poll_interval=poll), clock=FIXED_CLOCK)
+    record_notices(app)
     async with app.run_test(size=size) as pilot:
         await until(pilot, lambda: main(app).query_one("#graph", ChainGraph).drive is not None, what="a drive on screen")
         yield app, pilot
+
+
+def record_notices(app: ChainApp) -> None:
+    """Keep what the app tells the operator (``app.notices``: message, severity) through its public notify()."""
+    app.notices = []  # type: ignore[attr-defined]
+    original = app.notify
+
+    def notify(message, *, title="", severity="information", timeout=None, markup=True):  # type: ignore[no-untyped-def]
+        app.notices.append((str(message), severity))  # type: ignore[attr-defined]
+        return original(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    app.notify = notify  # type: ignore[method-assign]
 
 
 def main(app: ChainApp) -> MainScreen:

@@ -22,7 +22,7 @@ ends ready, changes the chain) is written on the step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -191,3 +191,12 @@ async def open_backends(address: str, name: str | None = None, *, reconnect: boo
 
     return [QemuSession(address, name, reconnect=reconnect)]
 
+
+async def watch_address(address: str, on_new: Callable[[str], None]) -> Callable[[], Awaitable[None]] | None:
+    """For an address naming a group that can grow (every domain of a libvirt URI): ``on_new(address)``
+    of each member that appears later.  Returns what stops watching, or None for a fixed address."""
+    if is_libvirt_address(address):
+        from .libvirt_session import watch_domains
+
+        return await watch_domains(address, on_new)
+    return None

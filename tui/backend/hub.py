@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .audit import AuditLog
-from .backend import Backend, open_backends
+from .backend import Backend, open_backends, watch_address
 from .changes import Change, DrivesChanged, JobsChanged, Listener, LogEntry, SessionChanged
 from .chain import Drive, JobTarget, NodeInfoCache
-from .errors import ChainTuiError
+from .errors import ChainTuiError, ConnectFailed
 from .hub_commands import HubCommands
 from .hub_feed import JobFeed
 from .hub_watch import StructureWatch
@@ -82,6 +84,8 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         # and dropped when the job resumes at once (counted per job, said once)
         self._held_pauses: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.folded_pauses: dict[tuple[str, str], int] = {}
+        self._address_watches: list[Callable[[], Awaitable[None]]] = []  # groups that can grow
+        self._appearing: set[str] = set()
         self._closed = False
 
     # -- listeners -------------------------------------------------------
@@ -113,11 +117,45 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         return (await self.connect(address, name, reconnect=reconnect))[0]
 
     async def connect(self, address: str, name: str | None = None, *, reconnect: bool = True) -> list[Backend]:
-        """Connect to every backend an address names (a QMP socket, a libvirt URI's domains)."""
-        started = []
-        for session in await open_backends(address, name, reconnect=reconnect):
-            started.append(await self._start(session))
+        """Connect to every backend an address names (a QMP socket, a libvirt URI's domains).
+
+        Of several, one that cannot be opened (a domain that stopped meanwhile) is said and left out;
+        members that appear later (a domain started afterwards) are added as they come."""
+        backends = await open_backends(address, name, reconnect=reconnect)
+        started: list[Backend] = []
+        for session in backends:
+            try:
+                started.append(await self._start(session))
+            except ChainTuiError as exc:
+                if len(backends) == 1:
+                    raise
+                self.note(f"{session.address_text}: not opened: {exc}", session.name, "warning")
+        if not started:
+            raise ConnectFailed(f"{address}: none of its {len(backends)} domains could be opened")
+        if self.watch_interval > 0 and not self._closed:
+            stop = await watch_address(address, self._appeared)
+            if stop is not None:
+                self._address_watches.append(stop)
         return started
+
+    def _appeared(self, address: str) -> None:
+        """A new member of a watched group (a domain that started): watched too, unless it already is
+        (a domain chaintui shows that starts again follows by itself)."""
+        if self._closed or address in self._appearing or any(
+                s.address_text == address for s in self.sessions.values()):
+            return
+        self._appearing.add(address)
+
+        async def add() -> None:
+            try:
+                for session in await self.connect(address):
+                    self.note(f"{session.address_text} started: shown now", session.name, "action")
+            except ChainTuiError as exc:
+                self.note(f"{address} started but could not be opened: {exc}", "", "warning")
+            finally:
+                self._appearing.discard(address)
+
+        asyncio.create_task(add(), name=f"appeared {address}")
 
     async def _start(self, session: Backend) -> Backend:
         base, n = session.name, 2
@@ -174,6 +212,17 @@ class Hub(HubCommands, JobFeed, StructureWatch):
             self.schedule_refresh(session.name)
             self._ensure_poller(session.name, force=True)
             self._ensure_watcher(session.name)
+        elif session.state is SessionState.STOPPED:
+            self.note(f"{session.last_error}: its jobs ended with it; the chains shown are as it left them, "
+                      "and come back when it starts again", session.name, "warning")
+            changed = self.tracker.on_stopped(session.name, session.last_error)
+            if changed:
+                self._emit(JobsChanged(changed))
+            # the chains stay as it left them; no job holds them any more
+            self.drives[session.name] = [
+                replace(d, jobs=[], images=[replace(i, job=None) for i in d.images])
+                for d in self.drives.get(session.name, [])]
+            self._emit(DrivesChanged(session.name))
         elif session.state is SessionState.LOST:
             # said once; every further attempt only counts up (the drives panel shows the count)
             n = self.retries.get(session.name)
@@ -224,5 +273,11 @@ class Hub(HubCommands, JobFeed, StructureWatch):
                 await task
             except BaseException:  # noqa: BLE001
                 pass
+        for stop in self._address_watches:
+            try:
+                await stop()
+            except Exception:  # noqa: BLE001 - closing a connection already gone
+                pass
+        self._address_watches.clear()
         for sess in list(self.sessions.values()):
             await sess.close()

@@ -260,6 +260,16 @@ class JobTracker:
         job._touch()
         polled.add(job, urgent)
 
+    def on_stopped(self, session: str, why: str, now: float | None = None) -> list[Job]:
+        """Its QEMU ended (a libvirt domain shut off): the jobs ended with it, not finished."""
+        now = time.monotonic() if now is None else now
+        changed = []
+        for job in self.for_session(session):
+            if job.outcome is None:
+                self._finish(job, f"lost: {why} while it ran; the job did not finish", now, "lost")
+                changed.append(job)
+        return changed
+
     def on_lost(self, session: str) -> list[Job]:
         """The connection is gone: what the jobs do now is unknown."""
         changed = []

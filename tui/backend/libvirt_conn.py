@@ -49,6 +49,9 @@ class Connection:
         self.users = 0
         self.loop = asyncio.get_running_loop()
         self.closed_callbacks: list[Callable[[str], None]] = []
+        # (domain, event, detail) of every domain on the connection: started, stopped, ...
+        self._lifecycle: list[Callable[[Any, int, int], None]] = []
+        self._lifecycle_id: int | None = None
 
     @classmethod
     async def get(cls, uri: str) -> Connection:
@@ -66,6 +69,32 @@ class Connection:
             cls._open[key] = conn
         conn.users += 1
         return conn
+
+    def add_lifecycle(self, listener: Callable[[Any, int, int], None]) -> None:
+        """Hear every domain of the connection start and stop (one libvirt callback for all listeners)."""
+        self._lifecycle.append(listener)
+        if self._lifecycle_id is None and self.conn is not None:
+            libvirt = load_libvirt()
+            self._lifecycle_id = self.conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_loop(self.loop, self._on_lifecycle), None)
+
+    def remove_lifecycle(self, listener: Callable[[Any, int, int], None]) -> None:
+        if listener in self._lifecycle:
+            self._lifecycle.remove(listener)
+        if not self._lifecycle and self._lifecycle_id is not None:
+            cid, self._lifecycle_id = self._lifecycle_id, None
+            try:
+                if self.conn is not None:
+                    self.conn.domainEventDeregisterAny(cid)
+            except Exception:  # noqa: BLE001 - a connection already gone
+                pass
+
+    def _on_lifecycle(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
+        for listener in list(self._lifecycle):
+            try:
+                listener(dom, event, detail)
+            except Exception:  # noqa: BLE001 - one listener must not stop the others
+                log.exception("lifecycle listener failed")
 
     def _on_close(self, conn: Any, reason: int, opaque: Any) -> None:
         self.conn = None

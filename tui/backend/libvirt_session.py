@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .chain import Drive, JobTarget, NodeInfoCache
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 CALLS = ("blockPull", "blockRebase", "blockCommit", "blockCopy", "snapshotCreateXML", "blockJobAbort",
          "blockJobSetSpeed")
 PRIVATE_KEYS = ("job-id", "virsh")  # chaintui's own notes in a step's arguments, not sent to libvirt
+# VIR_DOMAIN_EVENT_STOPPED_* details, as the operator reads them
+STOP_REASONS = {0: "was shut down", 1: "was destroyed", 2: "crashed", 3: "migrated away", 4: "was saved",
+                5: "failed", 6: "was reverted to a snapshot"}
 
 
 async def open_domains(address: str, name: str | None = None) -> list[LibvirtSession]:
@@ -57,6 +60,28 @@ async def open_domains(address: str, name: str | None = None) -> list[LibvirtSes
         return sessions
     finally:
         await conn.release()
+
+
+async def watch_domains(address: str, on_started: Callable[[str], None]) -> Callable[[], Awaitable[None]] | None:
+    """For an address naming every domain of a URI (no ``#name``): ``on_started(address of the
+    domain)`` when a domain starts.  Returns what stops watching; None for a single domain."""
+    uri, only = split_address(address)
+    if only:
+        return None
+    libvirt = load_libvirt()
+    conn = await Connection.get(uri)
+
+    def listener(dom: Any, event: int, detail: int) -> None:
+        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+            on_started(f"{uri}#{dom.name()}")
+
+    conn.add_lifecycle(listener)
+
+    async def stop() -> None:
+        conn.remove_lifecycle(listener)
+        await conn.release()
+
+    return stop
 
 
 class LibvirtSession(LibvirtJobs):
@@ -130,26 +155,29 @@ class LibvirtSession(LibvirtJobs):
             cb(self)
 
     async def start(self) -> None:
-        libvirt = load_libvirt()
-        import libvirt_qemu
-
         conn = self._conn.conn
         if conn is None:
             raise ConnectFailed(f"{self.uri}: connection closed")
         self.persistent = bool(await asyncio.to_thread(self.dom.isPersistent))
-        loop = asyncio.get_running_loop()
-        self._callback_ids.append(("any", conn.domainEventRegisterAny(
-            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, on_loop(loop, self._on_block_job), None)))
-        self._callback_ids.append(("any", conn.domainEventRegisterAny(
-            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_loop(loop, self._on_lifecycle), None)))
-        # read-only: QEMU's own events, for the reason a job failed (does not taint the domain)
-        self._callback_ids.append(("qemu", libvirt_qemu.qemuMonitorEventRegister(
-            conn, self.dom, None, on_loop(loop, self._on_qemu_event), None, 0)))
+        self._register(conn)
+        self._conn.add_lifecycle(self._on_lifecycle)  # the domain stopping and starting again
         self._conn.closed_callbacks.append(self._on_conn_closed)
         self.generation += 1
         self._set_state(SessionState.CONNECTED)
 
-    async def close(self) -> None:
+    def _register(self, conn: Any) -> None:
+        """The domain's own callbacks: block jobs, and (read-only, does not taint the domain) QEMU's
+        events for the reason a job failed."""
+        libvirt = load_libvirt()
+        import libvirt_qemu
+
+        loop = asyncio.get_running_loop()
+        self._callback_ids.append(("any", conn.domainEventRegisterAny(
+            self.dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, on_loop(loop, self._on_block_job), None)))
+        self._callback_ids.append(("qemu", libvirt_qemu.qemuMonitorEventRegister(
+            conn, self.dom, None, on_loop(loop, self._on_qemu_event), None, 0)))
+
+    def _deregister(self) -> None:
         import libvirt_qemu
 
         conn = self._conn.conn
@@ -164,6 +192,10 @@ class LibvirtSession(LibvirtJobs):
             except Exception:  # noqa: BLE001 - a connection already gone
                 pass
         self._callback_ids.clear()
+
+    async def close(self) -> None:
+        self._deregister()
+        self._conn.remove_lifecycle(self._on_lifecycle)
         if self._on_conn_closed in self._conn.closed_callbacks:
             self._conn.closed_callbacks.remove(self._on_conn_closed)
         if self._scan is not None:
@@ -176,10 +208,27 @@ class LibvirtSession(LibvirtJobs):
         log.info("%s: %s", self.name, why)
         self._set_state(SessionState.LOST, why)
 
-    def _on_lifecycle(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
+    def _on_lifecycle(self, dom: Any, event: int, detail: int) -> None:
+        """The domain stopped (its jobs end with it), or started again (a transient one is a new
+        domain of the same name: the callbacks follow it)."""
         libvirt = load_libvirt()
+        if dom.name() != self.domain or self.state is SessionState.CLOSED:
+            return
         if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-            self._set_state(SessionState.LOST, f"domain {self.domain} stopped")
+            self._set_state(SessionState.STOPPED, f"domain {self.domain} {STOP_REASONS.get(detail, 'stopped')}")
+        elif event == libvirt.VIR_DOMAIN_EVENT_STARTED and self.state is SessionState.STOPPED:
+            conn = self._conn.conn
+            if conn is None:
+                return
+            self._deregister()
+            self.dom = dom
+            self._job_ids.clear()
+            self._ready.clear()
+            self._last.clear()
+            self._stats = {}
+            self._register(conn)
+            self.generation += 1
+            self._set_state(SessionState.CONNECTED)
 
     # -- Backend: commands -----------------------------------------------
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:

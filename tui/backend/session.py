@@ -63,7 +63,8 @@ class _Client(QMPClient):
 class SessionState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
-    LOST = "lost"
+    LOST = "lost"  # the connection is gone; what QEMU does now is unknown (retried)
+    STOPPED = "stopped"  # QEMU itself ended (a libvirt domain shut off): known, not a lost connection
     CLOSED = "closed"
 
 

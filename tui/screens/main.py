@@ -208,7 +208,9 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         if drive is None:
             self.notify("No drive selected", severity="warning")
         elif drive.session not in self.sessions or not self.sessions[drive.session].connected:
-            self.notify(f"{drive.session} is not connected", severity="error")
+            sess = self.sessions.get(drive.session)
+            why = f" ({sess.last_error})" if sess is not None and sess.last_error else ""
+            self.notify(f"{drive.session} is not connected{why}: nothing was sent", severity="error")
             return None
         return drive
 

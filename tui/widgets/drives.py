@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -16,6 +18,7 @@ STATE_MARK = {
     SessionState.CONNECTED: ("●", "green"),
     SessionState.CONNECTING: ("◌", "yellow"),
     SessionState.LOST: ("✗", "red"),
+    SessionState.STOPPED: ("■", "yellow"),
     SessionState.CLOSED: ("○", "grey50"),
 }
 SEP = "\x1f"
@@ -60,6 +63,8 @@ class DrivesPanel(OptionList):
                 head.append(f"\n  lost · retry {n}" if n else "\n  lost · retrying", "red")
             elif sess.state is SessionState.CONNECTING:
                 head.append("\n  connecting", "yellow")
+            elif sess.state is SessionState.STOPPED:  # "domain NAME was destroyed" -> "stopped: was destroyed"
+                head.append("\n  stopped: " + re.sub(r"^domain \S+ ", "", sess.last_error or "shut off"), "yellow")
             addr = sess.address_text
             room = max(8, (self.scrollable_content_region.width or 26) - 3)
             if len(addr) > room:
