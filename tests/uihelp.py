@@ -87,8 +87,8 @@ async def checked(pilot, dlg: PlanDialog) -> None:
 
 
 def problem(dlg: PlanDialog, field: str = "target") -> str:
-    """The problem the dialog shows about ``field``: the result box's ✗ line while that field is marked red, else ""."""
-    if not dlg.query_one(f"#field-{field}").has_class("-problem"):
+    """The problem the dialog shows about ``field``: the result box's ✗ line while that field's label is marked red, else ""."""
+    if not dlg.query_one(f"#label-{field}").has_class("-problem"):
         return ""
     return str(dlg.query_one("#problem").render())
 
