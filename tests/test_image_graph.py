@@ -28,7 +28,7 @@ from tui.screens.graph import GraphScreen
 from tui.widgets.image_tree import ImageTree, layout
 
 from .conftest import connect, wait_for
-from .uihelp import PlanDialog, checked, dialog, main, press, running_app, same, until
+from .uihelp import PlanDialog, checked, dialog, main, press, problem, running_app, same, until
 
 
 
@@ -282,7 +282,7 @@ async def test_graph_screen_keys_commit_override_and_cleanup(lab, tmp_path, monk
         # commit into the shared base: refused in the dialog, the checkbox is the way on
         await press(pilot, "home", "c")
         dlg = await dialog(pilot, app)
-        error = str(dlg.query_one("#error-override").render())
+        error = problem(dlg, "override")
         assert "idle.qcow2" in error and "vm2.qcow2" in error
         assert dlg.plan is None and dlg.query_one("#confirm").disabled
         await press(pilot, "enter")

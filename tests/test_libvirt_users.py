@@ -32,7 +32,7 @@ from tui.widgets.image_tree import ImageTree
 from .conftest import MiB, wait_for
 from .test_libvirt import libvirtd, open_hub, run, same, start, stop, vlab  # noqa: F401 - fixtures
 from .libvirt_lab import URI, virsh
-from .uihelp import dialog, press, running_app, until
+from .uihelp import dialog, press, problem, running_app, until
 
 
 def define_off(lab, disk: Path, tag: str) -> str:
@@ -165,7 +165,7 @@ async def test_image_graph_shows_shut_off_and_unopened_domains(vlab):
         await until(pilot, lambda: app.screen is app.main_screen, what="back")
         await press(pilot, "home", "c")
         dlg = await dialog(pilot, app)
-        await until(pilot, lambda: f"{off} (shut off) vda" in str(dlg.query_one("#error-override").render()),
+        await until(pilot, lambda: f"{off} (shut off) vda" in problem(dlg, "override"),
                     what="the refusal naming the shut-off domain")
         assert dlg.plan is None and dlg.query_one("#confirm").disabled
     stop(name)

@@ -49,7 +49,7 @@ from tui.screens.picker import PickerScreen
 from tui.screens.traffic import TrafficScreen
 from tui.widgets import JobsPanel
 
-from .uihelp import FIXED_CLOCK, MiB, graph, main, until
+from .uihelp import FIXED_CLOCK, MiB, graph, main, problem, until
 
 LAB_PARENT = "/tmp"  # not $TMPDIR: the lab's path must have the same length on every machine
 LAB_PREFIX = "chaintui-"
@@ -319,10 +319,6 @@ def qmp_text(dlg) -> str:
     return str(dlg.query_one("#qmp").render())
 
 
-def error_text(dlg, field: str) -> str:
-    return str(dlg.query_one(f"#error-{field}").render())
-
-
 def test_mirror_dialog_raw(snap_compare, picture_lab):
     target = str(picture_lab.dir / "D.raw")
 
@@ -345,7 +341,7 @@ def test_mirror_dialog_invalid_target(snap_compare, picture_lab):
         await pilot.press("m")
         dlg = await opened(pilot)
         dlg.query_one("#field-target").value = str(picture_lab.dir / "taken.qcow2")
-        await until(pilot, lambda: "already exists" in error_text(dlg, "target"), what="refusal")
+        await until(pilot, lambda: "already exists" in problem(dlg, "target"), what="refusal")
 
     assert snap_compare(make_app(picture_lab), terminal_size=(110, 44), run_before=before)
 
@@ -494,7 +490,7 @@ def test_mirror_dialog_existing_image_refused(snap_compare, picture_lab):
         dlg = await opened(pilot)
         dlg.query_one("#field-mode").value = "existing"
         dlg.query_one("#field-target").value = str(small)
-        await until(pilot, lambda: "32.0 MiB" in error_text(dlg, "target"), what="refusal")
+        await until(pilot, lambda: "32.0 MiB" in problem(dlg, "target"), what="refusal")
 
     assert snap_compare(make_app(picture_lab), terminal_size=(110, 46), run_before=before)
 

@@ -13,11 +13,7 @@ from tui.backend.lab import run
 from tui.screens.picker import ImageTree, PickerScreen
 from tui.widgets.path_input import completions
 
-from .uihelp import MiB, PlanDialog, checked, dialog, job, press, running_app, same, showing, start_lab, until
-
-
-def error(dlg, field="target") -> str:
-    return str(dlg.query_one(f"#error-{field}").render())
+from .uihelp import MiB, PlanDialog, checked, dialog, job, press, problem, running_app, same, showing, start_lab, until
 
 
 async def open_mirror(pilot, app):
@@ -110,7 +106,7 @@ async def test_picker_picks_a_directory_and_an_existing_image(lab):
         picker = await dialog(pilot, app, PickerScreen)
         tree = picker.query_one(ImageTree)
         await until(pilot, lambda: str(tree.path).endswith("moved"), what="picker in moved/")
-        await pilot.pause(0.2)
+        await tree.reload()  # done once the tree has read moved/ (empty: nothing shows that it has)
         # the picker opens in the target's directory (moved/, empty): go up, pick the image
         await press(pilot, "backspace")
         await until(pilot, lambda: any(str(n.label) == "reuse.qcow2" for n in tree.root.children), what="parent")
@@ -142,15 +138,15 @@ async def test_existing_image_refused_when_it_does_not_fit(lab):
         dlg.query_one("#field-mode").value = "existing"
         field = dlg.query_one("#field-target", Input)
         field.value = str(small)
-        await showing(pilot, lambda: error(dlg),
+        await showing(pilot, lambda: problem(dlg),
                       f"✗ Target {small} is 32.0 MiB, the drive is 64.0 MiB: a reused image must have the same virtual size")
         field.value = str(rawfile)
-        await showing(pilot, lambda: error(dlg), f"✗ Target {rawfile} is raw, not qcow2: choose format raw or another image")
+        await showing(pilot, lambda: problem(dlg), f"✗ Target {rawfile} is raw, not qcow2: choose format raw or another image")
         dlg.query_one("#field-format").value = "raw"
-        await showing(pilot, lambda: error(dlg), "")
+        await showing(pilot, lambda: problem(dlg), "")
         assert not dlg.query_one("#confirm").disabled
         field.value = str(lab.dir / "absent.qcow2")
-        await until(pilot, lambda: "does not exist (\"reuse existing\" needs an existing image)" in error(dlg), what="absent")
+        await until(pilot, lambda: "does not exist (\"reuse existing\" needs an existing image)" in problem(dlg), what="absent")
         await press(pilot, "escape")
         assert not app.hub.tracker.jobs
 
@@ -172,10 +168,10 @@ async def test_space_refused_and_tight_warning(lab, small_fs):
         field = dlg.query_one("#field-target", Input)
         dlg.query_one("#field-format").value = "raw"
         field.value = str(small_fs / "flat.raw")
-        await showing(pilot, lambda: error(dlg), f"✗ Not enough space in {small_fs}: the job writes up to 64.0 MiB, 10.0 MiB is free")
+        await showing(pilot, lambda: problem(dlg), f"✗ Not enough space in {small_fs}: the job writes up to 64.0 MiB, 10.0 MiB is free")
         assert dlg.query_one("#confirm").disabled
         dlg.query_one("#field-format").value = "qcow2"
-        await showing(pilot, lambda: error(dlg), "")
+        await showing(pilot, lambda: problem(dlg), "")
         await checked(pilot, dlg)
         preview = str(dlg.query_one("#preview").render())
         assert "Tight on space" in preview and "of the 10.0 MiB free" in preview
@@ -198,7 +194,7 @@ async def test_target_used_by_another_drive_is_refused(lab):
             dlg = await dialog(pilot, app, PlanDialog)
             dlg.query_one("#field-target").value = str(b[1])
             session = next(iter(app.hub.sessions))
-            await showing(pilot, lambda: error(dlg), f"✗ Target {b[1]} is in use by drive1 on {session} (other-B.qcow2); pick a new file")
+            await showing(pilot, lambda: problem(dlg), f"✗ Target {b[1]} is in use by drive1 on {session} (other-B.qcow2); pick a new file")
             await press(pilot, "escape")
 
 

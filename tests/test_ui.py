@@ -24,6 +24,7 @@ from .uihelp import (
     job,
     main,
     press,
+    problem,
     running_app,
     same,
     start_lab,
@@ -299,11 +300,12 @@ async def test_dialog_validation_before_sending(lab):
             (str(paths[1]), "an image of its backing chain"),
         ]:
             field.value = value
-            await until(pilot, lambda: message in str(dlg.query_one("#error-target").render()), what=message)
+            await until(pilot, lambda: message in problem(dlg, "target"), what=message)
             assert dlg.query_one("#confirm").disabled
         field.value = str(lab.dir / "ok.qcow2")
         dlg.query_one("#field-speed", Input).value = "fast"
-        await until(pilot, lambda: "not a number" in str(dlg.query_one("#error-speed").render()), what="speed refused")
+        await until(pilot, lambda: "not a number" in problem(dlg, "speed"), what="speed refused")
+        assert problem(dlg, "target") == ""  # only the field at fault is marked
         field.focus()
         await press(pilot, "enter")  # refused: still open
         assert app.screen is dlg
@@ -312,6 +314,28 @@ async def test_dialog_validation_before_sending(lab):
         assert not app.hub.tracker.jobs
     assert exists.read_bytes() == b"keep me"
     assert not (lab.dir / "ok.qcow2").exists()
+
+
+async def test_dialog_result_box_scrolls_at_80x24(lab):
+    """At 80x24 the result box (before/after, QMP) is shorter than its text: tab reaches it and scrolls it to the end."""
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)], size=(80, 24)) as (app, pilot):
+        await press(pilot, "m")
+        dlg = await dialog(pilot, app)
+        box, qmp = dlg.query_one("#preview-box"), dlg.query_one("#qmp")
+        assert dlg.plan is not None and box.max_scroll_y > 0
+        dlg.query_one("#field-speed").focus()
+        await press(pilot, "tab")  # the next stop after the last field is the result box
+        await until(pilot, lambda: box.has_focus, what="the result box focused")
+        screen = dlg.region
+        assert screen.contains_region(box.region), "the focused box is scrolled into the dialog's view"
+        assert "Before" in str(dlg.query_one("#preview").render())
+        await press(pilot, "end")
+        await until(pilot, lambda: box.scroll_y == box.max_scroll_y, what="scrolled to the end")
+        last_line = qmp.region.bottom - 1
+        assert box.content_region.y <= last_line < box.content_region.bottom, "the last QMP line is in the box"
+        await press(pilot, "escape")
+    q.stop()
 
 
 async def test_qemu_error_becomes_a_notification(lab):

@@ -64,7 +64,8 @@ async def showing(pilot, read, expected, timeout: float = 20.0) -> None:
     try:
         await until(pilot, lambda: read() == expected, timeout, what=repr(expected))
     except AssertionError:
-        assert read() == expected
+        got = read()
+        assert got == expected, f"shows {got!r}, not {expected!r}"
 
 
 async def press(pilot, *keys: str) -> None:
@@ -83,6 +84,13 @@ async def dialog(pilot, app, kind=PlanDialog):
 async def checked(pilot, dlg: PlanDialog) -> None:
     """Wait until the dialog has checked what its fields hold now (checks run off the UI loop)."""
     await until(pilot, lambda: not dlg.checking and dlg.checked_values == dlg.values(), what="the dialog's check")
+
+
+def problem(dlg: PlanDialog, field: str = "target") -> str:
+    """The problem the dialog shows about ``field``: the result box's ✗ line while that field's label is marked red, else ""."""
+    if not dlg.query_one(f"#label-{field}").has_class("-problem"):
+        return ""
+    return str(dlg.query_one("#problem").render())
 
 
 async def highlight(pilot, app, label: str) -> None:

@@ -2,15 +2,21 @@
 
 A :class:`PlanDialog` holds a few fields and a ``build`` function from the QEMU
 side (``tui.backend.ops``) that turns their values into a :class:`Plan` or
-raises :class:`ValidationError`.  The dialog re-validates on every change and
-shows the problem next to its field; it never talks to QEMU.  It dismisses
-with the plan (``enter``) or ``None`` (``escape``).
+raises :class:`ValidationError`.  The dialog re-validates on every change,
+marks the field at fault (its label turns red) and shows the problem
+in the result box; it never talks to QEMU.  It dismisses with the plan
+(``enter``) or ``None`` (``escape``).
 
 ``build`` may look at the disk (free space, ``qemu-img info`` of an image to
 reuse), so it never runs on the UI loop: a change starts an exclusive worker
 that waits a moment for more typing, runs ``build`` in a thread with a
 timeout, and shows its result only if the fields still hold what it checked;
 meanwhile the dialog says "checking…" and the start button waits.
+
+A result never changes the dialog's layout (a new layout of the whole dialog
+costs Textual 25-60 ms, and a keystroke landing meanwhile waits for it): the
+problem, before/after and QMP live in a box of fixed height that scrolls, the
+"checking…" slot has a fixed width, and a text is only re-set when it changed.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -58,11 +64,12 @@ def plan_qmp(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def _one_line(text: str | None, static: Static) -> bool:
-    """Whether markup ``text`` fills exactly one line of ``static`` (then an update needs no new layout)."""
-    if not text or "\n" in text or not static.size.width:
-        return False
-    return Text.from_markup(text).cell_len <= static.size.width
+def _height(text: str | None, static: Static) -> int | None:
+    """How many lines markup ``text`` takes in ``static`` as laid out now (None: not laid out yet)."""
+    width = static.size.width
+    if not width:
+        return None
+    return Content.from_markup(text).get_height(static.styles, width) if text else 0
 
 
 class PlanDialog(ModalScreen[Plan | None]):
@@ -104,6 +111,7 @@ class PlanDialog(ModalScreen[Plan | None]):
         self._asked = 0  # generation of the newest check: older results are dropped
         self._confirm_wanted = False  # enter was pressed: start once the newest check passes
         self._texts: dict[str, str] = {}  # what each Static shows now (see _put)
+        self._at_fault: str | None = None  # the field marked red: the problem is about it
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
@@ -111,17 +119,20 @@ class PlanDialog(ModalScreen[Plan | None]):
             if self.intro:
                 yield Static(self.intro, id="intro", classes="intro")
             for name, label, widget in self.fields:
-                with Horizontal(classes="field"):
-                    yield Label(label, classes="field-label")
+                # a one-line field's row has a fixed height: an Input re-lays its parent out on every
+                # keystroke (its virtual size follows the text), and this way not the whole dialog
+                with Horizontal(classes="field -line" if isinstance(widget, Input) else "field"):
+                    yield Label(label, id=f"label-{name}", classes="field-label")
                     widget.id = f"field-{name}"
                     yield widget
                 if isinstance(widget, PathInput):
                     yield Static("", id=f"resolved-{name}", classes="resolved")
-                yield Static("", id=f"error-{name}", classes="field-error")
-            with VerticalScroll(id="preview-box"):
+            # the box of fixed size around the scrolling result keeps the result's new height (a new
+            # virtual size of the scroll view, a relayout of its parent) out of the dialog's layout
+            with Vertical(id="result"), VerticalScroll(id="preview-box"):
+                yield Static("", id="problem")
                 yield Static("", id="preview")
                 yield Static("", id="qmp", classes="qmp")
-            yield Static("", id="error-general", classes="field-error")
             with Horizontal(id="buttons"):
                 yield Static("", id="checking")
                 yield Button(self.confirm_label, variant="primary", id="confirm")
@@ -148,17 +159,20 @@ class PlanDialog(ModalScreen[Plan | None]):
                     text += "\n[dim]" + escape("  ".join(candidates[:12])) + (" …" if len(candidates) > 12 else "") + "[/dim]"
                 self._put(f"#resolved-{name}", text)
 
-    def _put(self, selector: str, text: str, shown: bool | None = None, layout: bool | None = None) -> None:
-        """Update a Static only when its text (or shown state) changes: each update re-lays the dialog out."""
-        static = self.query_one(selector, Static)
+    def _put(self, selector: str, text: str, layout: bool | None = None) -> None:
+        """Set a Static's text if it changed, with a new layout only if its height changes.
+
+        ``layout=None``: measure the old and new height (for a Static whose size follows its text).
+        """
         before = self._texts.get(selector)
-        if before != text:
-            self._texts[selector] = text
-            if layout is None:
-                layout = not (_one_line(before, static) and _one_line(text, static))
-            static.update(text, layout=layout)
-        if shown is not None:
-            static.set_class(shown, "-shown")
+        if before == text:
+            return
+        self._texts[selector] = text
+        static = self.query_one(selector, Static)
+        if layout is None:
+            height = _height(before, static)
+            layout = height is None or height != _height(text, static)
+        static.update(text, layout=layout)
 
     def on_path_input_candidates(self, event: PathInput.Candidates) -> None:
         event.stop()
@@ -198,7 +212,7 @@ class PlanDialog(ModalScreen[Plan | None]):
             self._show_resolved()
         self._asked += 1
         self.checking = True
-        self._put("#checking", "checking…")  # (no new layout while it already says so)
+        self._put("#checking", "checking…", layout=False)  # a slot of fixed size
         # the start button keeps the last result meanwhile (toggling it costs a layout per key):
         # starting waits for this check anyway (action_confirm)
         self._check(self._asked, self.values(), self.CHECK_DELAY if delay is None else delay)
@@ -221,7 +235,7 @@ class PlanDialog(ModalScreen[Plan | None]):
             return  # the fields changed meanwhile: a newer check shows its own result
         self.checking = False
         self.checked_values = values
-        self._put("#checking", "")
+        self._put("#checking", "", layout=False)
         self._show(plan, error)
         if self._confirm_wanted:
             self._confirm_wanted = False
@@ -231,25 +245,22 @@ class PlanDialog(ModalScreen[Plan | None]):
                 self.dismiss(plan)
 
     def _show(self, plan: Plan | None, error: ValidationError | None) -> None:
-        """The result of a check: the preview and QMP, or the problem next to its field."""
-        names = {n for n, _, _ in self.fields}
+        """The result of a check: the problem (its field marked) or the preview and QMP, all in the result box."""
         self.plan, self.error = plan, error
-        where = None
-        if error is not None:
-            where = f"#error-{error.field}" if error.field in names else "#error-general"
-        for selector in [f"#error-{n}" for n in names] + ["#error-general"]:
-            if selector == where:
-                self._put(selector, f"✗ {escape(error.message)}", shown=True)  # type: ignore[union-attr]
-            else:
-                self._put(selector, "", shown=False)
-        for name in names:
-            self.query_one(f"#field-{name}").set_class(error is not None and error.field == name, "-invalid")
+        invalid = error.field if error is not None and any(n == error.field for n, _, _ in self.fields) else None
+        if invalid != self._at_fault:  # only the labels whose mark changes are restyled (not the
+            for name in {self._at_fault, invalid} - {None}:  # inputs: an Input's restyle costs ms)
+                self.query_one(f"#label-{name}").set_class(name == invalid, "-problem")
+            self._at_fault = invalid
+        # inside the box of fixed size a new layout stays in the box: no need to measure the texts
+        self.query_one("#problem", Static).set_class(error is not None, "-shown")
+        self._put("#problem", f"✗ {escape(error.message)}" if error is not None else "", layout=True)
         if plan is None:
-            self._put("#preview", self._changed_note() + "[dim]Nothing will be sent until the problem above is fixed.[/dim]")
-            self._put("#qmp", "")
+            preview, qmp = "[dim]Nothing will be sent until this is fixed.[/dim]", ""
         else:
-            self._put("#preview", self._changed_note() + plan_preview(plan))
-            self._put("#qmp", plan_qmp(plan))
+            preview, qmp = plan_preview(plan), plan_qmp(plan)
+        self._put("#preview", self._changed_note() + preview, layout=True)
+        self._put("#qmp", qmp, layout=True)
         self.query_one("#confirm", Button).disabled = plan is None
 
     def _changed_note(self) -> str:
