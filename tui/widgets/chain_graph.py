@@ -71,6 +71,7 @@ class ChainGraph(LineView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self.drive: Drive | None = None
         self.empty_text = "No drive: connect to a QEMU, or pick a drive on the left."
+        # (image, row, is it the cursor, box width): moving the cursor invalidates nothing
         self._cache: dict[tuple[int, int, bool, int], Strip] = {}
         self._frame: tuple[int, Style] | None = None
 
@@ -139,10 +140,11 @@ class ChainGraph(LineView, can_focus=True):
         top = self.cursor * BLOCK
         bottom = top + BLOCK - 1
         height = self.scrollable_content_region.height or self.size.height
+        # immediate: in the same frame as the moved highlight (deferred, it came a frame or two later)
         if top < self.scroll_y:
-            self.scroll_to(y=top, animate=False)
+            self.scroll_to(y=top, animate=False, immediate=True)
         elif bottom > self.scroll_y + height:
-            self.scroll_to(y=max(0, bottom - height), animate=False)
+            self.scroll_to(y=max(0, bottom - height), animate=False, immediate=True)
 
     def action_cursor_up(self) -> None:
         self._move(self.cursor - 1)
