@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from textual.command import CommandList, CommandPalette
+from textual.geometry import Region
 from textual.widgets import Input
 
 from tui.screens.help import HelpScreen
@@ -15,6 +16,7 @@ from tui.widgets import JobsPanel
 
 from .uihelp import (
     ConfirmDialog,
+    MiB,
     PlanDialog,
     chain,
     checked,
@@ -51,6 +53,33 @@ async def test_keys_move_along_the_chain(lab):
         assert isinstance(app.focused, JobsPanel)
         await press(pilot, "shift+tab", "shift+tab")
         assert app.focused.id == "drives"
+
+
+def painted(widget) -> list[str]:  # type: ignore[no-untyped-def]
+    """The widget's lines as the screen has them (through Textual's line caches, as a frame draws them)."""
+    return [strip.text for strip in widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))]
+
+
+async def test_details_line_follows_the_highlight(lab):
+    """Up through a chain taller than the graph: after each key the details line names the highlighted
+    image, and the graph as painted has one cursor box, on that image (only the boxes that changed are
+    repainted while the view does not scroll, the whole view when it does)."""
+    paths, ref, q = start_lab(lab, n=12, size=16 * MiB)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        g = graph(app)
+        details = main(app).query_one("#details")
+        await until(pilot, lambda: str(paths[-1]) in str(details.render()), what="the active image's details")
+        assert g.virtual_size.height > g.size.height  # the view scrolls on the way up
+        for i in range(len(paths) - 2, -1, -1):
+            await press(pilot, "up")
+            img = g.highlighted
+            assert img.label == paths[i].name
+            await until(pilot, lambda: f"{img.filename} · " in str(details.render()), what=f"details of {img.label}")
+            lines = painted(g)
+            cursor = [n for n, line in enumerate(lines) if "▶" in line]
+            assert len(cursor) == 1 and sum("┏" in line for line in lines) == 1, "\n".join(lines)
+            assert f" {img.label} " in lines[cursor[0] - 1] and "┏" in lines[cursor[0] - 1], "\n".join(lines)
+        assert "no backing file" in str(details.render())
 
 
 @pytest.mark.parametrize("kind", ["qsd", "system"])

@@ -15,6 +15,7 @@ from ..backend.fmt import human_size
 from ..backend.image_graph import drive_keys
 from ..keys import graph_bindings, graph_key_line
 from ..messages import DrivesUpdated, UsageUpdated
+from ..widgets.details_line import DetailsLine
 from ..widgets.image_tree import ImageTree
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class GraphScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("", id="graph-summary")
         yield ImageTree(id="image-tree")
-        yield Static("", id="graph-details")
+        yield DetailsLine("", id="graph-details")
         # a plain line of keys: Textual's Footer costs ~100 ms to build on every push of this screen
         yield Static(KEYS, id="graph-keys")
 
@@ -96,11 +97,11 @@ class GraphScreen(Screen[None]):
             self.update_graph()
 
     def on_image_tree_highlighted(self, message: ImageTree.Highlighted) -> None:
-        details = self.query_one("#graph-details", Static)
+        details = self.query_one("#graph-details", DetailsLine)
         key = message.key
         graph = message.tree.graph
         if key is None or key not in graph.nodes:
-            details.update("")
+            details.show("")
             return
         node = graph.nodes[key]
         name = self.path_text(key) if key.startswith("/") else f"{node.label} (no file name)"
@@ -115,7 +116,7 @@ class GraphScreen(Screen[None]):
             os.path.basename(node.backing) + " (not scanned)" if node.backing else "none")
         overlays = (f"{len(kids)} overlay{'s' if len(kids) != 1 else ''} ({len(on_disk)} on disk only)"
                     if kids else "no overlays")
-        details.update(
+        details.show(
             f"[b]{escape(name)}[/b] · {escape(size)}\n"
             f"used by: {escape(users)} · backing file: {escape(backing)} · {overlays}"
         )

@@ -9,13 +9,13 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from ..backend.chain import Drive
 from ..backend.jobs import Job
 from ..keys import main_bindings
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
-from ..widgets import ChainGraph, DrivesPanel, EventLog, JobsPanel
+from ..widgets import ChainGraph, DetailsLine, DrivesPanel, EventLog, JobsPanel
 from .dialogs import AddEndpointDialog, ConfirmDialog, PlanDialog
 from .help import HelpScreen
 from .job_keys import JobKeys, job_name
@@ -59,7 +59,7 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
             yield DrivesPanel(id="drives")
             with Vertical(id="chain-box"):
                 yield ChainGraph(id="graph")
-                yield Static("", id="details")
+                yield DetailsLine("", id="details")
         yield JobsPanel(id="jobs")
         yield EventLog(id="log", clock=self.chain_app.clock)
         yield Footer()
@@ -181,11 +181,11 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
     def on_chain_graph_highlighted(self, message: ChainGraph.Highlighted) -> None:
         img = message.image
         drive = message.graph.drive
-        details = self.query_one("#details", Static)
+        details = self.query_one("#details", DetailsLine)
         box = self.query_one("#chain-box")
-        # one fixed-height line: no layout pass for it
+        # one line of fixed height, drawn in the graph's frame (widgets/details_line.py)
         if drive is None or img is None:
-            details.update("", layout=False)
+            details.show("")
             if box.border_title != "Chain":
                 box.border_title = "Chain"
             return
@@ -193,7 +193,7 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         if box.border_title != title:
             box.border_title = title
         backing = f" · backing file: {img.backing_file}" if img.backing_file else " · no backing file"
-        details.update(f"[b]{escape(img.filename)}[/b]{escape(backing)}", layout=False)
+        details.show(f"[b]{escape(img.filename)}[/b]{escape(backing)}")
 
     # -- helpers ---------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

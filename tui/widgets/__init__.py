@@ -1,7 +1,8 @@
 from .chain_graph import ChainGraph
+from .details_line import DetailsLine
 from .drives import DrivesPanel
 from .event_log import EventLog
 from .image_tree import ImageTree
 from .jobs import JobsPanel
 
-__all__ = ["ChainGraph", "DrivesPanel", "EventLog", "ImageTree", "JobsPanel"]
+__all__ = ["ChainGraph", "DetailsLine", "DrivesPanel", "EventLog", "ImageTree", "JobsPanel"]
