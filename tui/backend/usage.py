@@ -70,6 +70,9 @@ class Usage:
         self.others_problems: dict[str, str] = {}  # source -> why it could not be read
         self._others_task: asyncio.Future[None] | None = None
         hub.subscribe(self._on_hub)
+        for d in hub.all_drives():  # the chains as they are now: what leaves them later is a leftover
+            if not any(img.partial for img in d.images):
+                self._chains[d.key] = {k for k in drive_keys(d) if k.startswith("/")}
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
