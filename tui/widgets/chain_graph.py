@@ -238,7 +238,9 @@ class ChainGraph(LineView, can_focus=True):
             tags_len = sum(len(t) for t, _ in tags)
             title = _fit(title, max(4, inner - 2 - tags_len - 1))
             fill = max(0, inner - 1 - len(title) - tags_len - 1)
-            segs = [pointer, Segment(tl + h, border), Segment(title, text + Style(bold=True)), Segment(h * fill, border)]
+            # a provisional name (read from the files QEMU has open) is never drawn like QEMU's own
+            name_style = text + (Style(italic=True, dim=True) if img.provisional else Style(bold=True))
+            segs = [pointer, Segment(tl + h, border), Segment(title, name_style), Segment(h * fill, border)]
             for t, st in tags:
                 segs.append(Segment(t, st))
             segs.append(Segment(h + tr, border))
@@ -246,7 +248,9 @@ class ChainGraph(LineView, can_focus=True):
         if row == 1:
             used = human_size(img.actual_size) if img.actual_size is not None else "?"
             parts = f" {img.format} · {human_size(img.virtual_size)} · {used} used · node {img.node_name}"
-            if img.partial:
+            if img.provisional:
+                parts = f" node {img.node_name} · file name unconfirmed · reading details from QEMU…"
+            elif img.partial:
                 parts = f" node {img.node_name} · reading details from QEMU…"
             if img.read_only and not is_active:
                 parts += " · ro"
@@ -256,7 +260,8 @@ class ChainGraph(LineView, can_focus=True):
             return [pointer, Segment(bl + h * inner + br, border)]
         # row 3: the arrow to the next image, which this one backs
         nxt = drive.images[index + 1]
-        return [Segment("      ▼ ", arrow), Segment(f"backing file of {nxt.label}", meta)]
+        unconfirmed = " (unconfirmed)" if nxt.provisional else ""
+        return [Segment("      ▼ ", arrow), Segment(f"backing file of {nxt.label}{unconfirmed}", meta)]
 
 
 def _fit(text: str, width: int) -> str:
