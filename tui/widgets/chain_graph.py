@@ -99,7 +99,11 @@ class ChainGraph(LineView, can_focus=True):
                     # the highlighted image left the chain: stay near where it was
                     index = min(self.cursor, len(drive.images) - 1)
             self.set_reactive(ChainGraph.cursor, index)
-            self.call_after_refresh(self._scroll_to_cursor)
+            if self.scrollable_content_region.height:  # laid out: the next frame already shows the cursor
+                self._scroll_to_cursor(force=True)
+                self.call_after_refresh(self._sync_scrollbar)
+            else:
+                self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
         self._announce()
 
@@ -136,15 +140,21 @@ class ChainGraph(LineView, can_focus=True):
                 self.refresh_lines(i * BLOCK, BLOCK - 1)
         self._announce()
 
-    def _scroll_to_cursor(self) -> None:
+    def _scroll_to_cursor(self, force: bool = False) -> None:
         top = self.cursor * BLOCK
         bottom = top + BLOCK - 1
         height = self.scrollable_content_region.height or self.size.height
-        # immediate: in the same frame as the moved highlight (deferred, it came a frame or two later)
+        # immediate: in the same frame as the moved highlight (deferred, it came a frame or two later);
+        # force: right after a new virtual size, before the scroll bar knows of it (set_drive)
         if top < self.scroll_y:
-            self.scroll_to(y=top, animate=False, immediate=True)
+            self.scroll_to(y=top, animate=False, immediate=True, force=force)
         elif bottom > self.scroll_y + height:
-            self.scroll_to(y=max(0, bottom - height), animate=False, immediate=True)
+            self.scroll_to(y=max(0, bottom - height), animate=False, immediate=True, force=force)
+
+    def _sync_scrollbar(self) -> None:
+        """A scroll bar shown after an immediate scroll starts at the top: put it where the view is."""
+        if self.show_vertical_scrollbar:
+            self.vertical_scrollbar.position = self.scroll_y
 
     def action_cursor_up(self) -> None:
         self._move(self.cursor - 1)
