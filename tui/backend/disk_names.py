@@ -103,8 +103,12 @@ def read_open_images(pid: int) -> tuple[dict[str, str | None], set[str]] | None:
         if not stat.S_ISREG(st.st_mode):
             continue
         try:
-            with open(link, "rb", buffering=0) as f:
-                is_qcow2, backing = qcow2_backing(f.read(HEADER.size), lambda o, n, f=f: os.pread(f.fileno(), n, o))
+            fd_here = os.open(link, os.O_RDONLY | os.O_NOCTTY)
+            try:
+                is_qcow2, backing = qcow2_backing(os.pread(fd_here, HEADER.size, 0),
+                                                  lambda o, n, f=fd_here: os.pread(f, n, o))
+            finally:
+                os.close(fd_here)
         except (OSError, ValueError):
             return None
         if is_qcow2 and deleted:
@@ -221,16 +225,13 @@ def match_names(graph: dict[str, Any], qcow2: dict[str, str | None], other: set[
     return dict(zip(nodes, files))
 
 
-def provisional_names(pid: int | None, graph: dict[str, Any]) -> dict[str, str]:
-    """What :func:`match_names` finds for QEMU process ``pid``; empty when it finds nothing."""
+def provisional_names(graph: dict[str, Any], found: tuple[dict[str, str | None], set[str]] | None) -> dict[str, str]:
+    """What :func:`match_names` finds in what :func:`read_open_images` found; empty when nothing."""
     try:
-        if pid is None or node_chain(graph) is None:
-            return {}
-        found = read_open_images(pid)
         if found is None:
             return {}
         return match_names(graph, *found) or {}
-    except Exception:  # noqa: BLE001 - an odd answer or file: no names rather than a wrong one
+    except Exception:  # noqa: BLE001 - an odd answer: no names rather than a wrong one
         return {}
 
 

@@ -37,6 +37,12 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
     sketch's file names come from the files it has open, marked ``provisional``
     (:mod:`tui.backend.disk_names`).
     """
+    pid = getattr(session, "peer_pid", None)
+    opened: asyncio.Future[Any] | None = None
+    if cache is not None and cache.signature is None and pid is not None:
+        # the first look at this QEMU may be a big graph's sketch: read the files it has open
+        # (off the loop) while it answers; dropped when the details come at once
+        opened = asyncio.ensure_future(asyncio.to_thread(disk_names.read_open_images, pid))
     graph = await read_graph(session)
     guess: asyncio.Future[dict[str, str]] | None = None
     if cache is None:
@@ -47,9 +53,8 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
         now = time.monotonic()
         if cache.sketch_first(names, graph):
             named = []
-            pid = getattr(session, "peer_pid", None)
-            if pid is not None:  # read /proc and the headers while QEMU answers the rest
-                guess = asyncio.ensure_future(asyncio.to_thread(disk_names.provisional_names, pid, graph))
+            if opened is not None:
+                guess = asyncio.ensure_future(_match(graph, opened))
         elif cache.wants_query(names, now):
             named = cache.store(await read_named_nodes(session), now)
         else:
@@ -63,6 +68,10 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
     if guess is not None:
         drives = disk_names.with_names(drives, await guess)
     return drives, targets
+
+
+async def _match(graph: dict[str, Any], opened: asyncio.Future[Any]) -> dict[str, str]:
+    return await asyncio.to_thread(disk_names.provisional_names, graph, await opened)
 
 
 async def read_jobs(
