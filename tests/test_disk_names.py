@@ -24,7 +24,7 @@ from tui.backend.session import QemuSession
 from tui.widgets import ChainGraph
 
 from .conftest import connect, wait_for
-from .uihelp import FIXED_CLOCK, main, press, until
+from .uihelp import FIXED_CLOCK, main, press, record_notices, until
 
 MiB = 1 << 20
 BIG = 60  # images: 120 nodes, above BIG_GRAPH, so the first picture is a sketch
@@ -190,6 +190,7 @@ async def test_screen_marks_names_unconfirmed_until_qemu_answers(lab):
 
     hub.subscribe(stop_after_sketch)
     app = ChainApp([str(q.qmp)], hub=hub, clock=FIXED_CLOCK)
+    record_notices(app)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             g = main(app).query_one("#graph", ChainGraph)
@@ -205,7 +206,7 @@ async def test_screen_marks_names_unconfirmed_until_qemu_answers(lab):
             assert "reading details" in str(main(app).query_one("#chain-box").border_title)
             # nothing is planned on names QEMU has not confirmed
             await press(pilot, "s")
-            await until(pilot, lambda: any("Still reading the details" in str(n.message) for n in app._notifications),
+            await until(pilot, lambda: any("Still reading the details" in m for m, _ in app.notices),
                         what="the refusal")
             assert app.screen is main(app)
             os.kill(q.proc.pid, signal.SIGCONT)
