@@ -137,9 +137,10 @@ def test_header_and_open_files_of_a_process(tmp_path: Path):
 
 
 # -- real qemu-storage-daemon ------------------------------------------------------
-async def test_sketch_names_from_open_files_then_qemus_own(lab):
+@pytest.mark.parametrize("kind", ["qsd", "system"])
+async def test_sketch_names_from_open_files_then_qemus_own(lab, kind):
     paths = lab.make_chain(BIG, 16 * MiB, prefix="deep-", data=False)
-    q = lab.start(paths[-1])
+    q = lab.start(paths[-1], kind=kind)
     sess = QemuSession(str(q.qmp), reconnect=False)
     await sess.start()
     try:
