@@ -25,6 +25,9 @@ class Image:
     job: str | None = None  # id of the job that holds this node, if any
     users: tuple[str, ...] = ()  # other images that use this one as backing file (outside this chain)
     partial: bool = False  # only the structure is known yet; details are being read
+    # with partial: ``filename`` was matched from the files QEMU has open (tui.backend.disk_names),
+    # not told by QEMU; shown as unconfirmed, used for nothing
+    provisional: bool = False
 
     @property
     def pseudo(self) -> bool:

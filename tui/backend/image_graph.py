@@ -122,7 +122,8 @@ class ImageGraph:
                 node = nodes.get(key)
                 if node is None:
                     node = nodes[key] = GraphNode(
-                        key, img.label, img.format, img.virtual_size, img.actual_size, None
+                        key, img.node_name if img.partial else img.label, img.format, img.virtual_size,
+                        img.actual_size, None
                     )
                 elif not img.partial:
                     node.format, node.virtual_size = img.format, img.virtual_size

@@ -7,9 +7,11 @@ operations in :mod:`tui.backend.ops`, job control in :mod:`tui.backend.qmp_contr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+from . import disk_names
 from .block_graph import build_drives, graph_signature
 from .chain import Drive, JobTarget, NodeInfoCache
 
@@ -31,9 +33,18 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
     """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
 
     With a cache, a big graph seen for the first time comes back as a sketch (images
-    with ``partial`` set); ask again for the details.
+    with ``partial`` set); ask again for the details.  When QEMU runs on this host the
+    sketch's file names come from the files it has open, marked ``provisional``
+    (:mod:`tui.backend.disk_names`).
     """
+    pid = getattr(session, "peer_pid", None)
+    opened: asyncio.Future[Any] | None = None
+    if cache is not None and cache.signature is None and pid is not None:
+        # the first look at this QEMU may be a big graph's sketch: read the files it has open
+        # (off the loop) while it answers; dropped when the details come at once
+        opened = asyncio.ensure_future(asyncio.to_thread(disk_names.read_open_images, pid))
     graph = await read_graph(session)
+    guess: asyncio.Future[dict[str, str]] | None = None
     if cache is None:
         named = await read_named_nodes(session)
     else:
@@ -42,6 +53,8 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
         now = time.monotonic()
         if cache.sketch_first(names, graph):
             named = []
+            if opened is not None:
+                guess = asyncio.ensure_future(_match(graph, opened))
         elif cache.wants_query(names, now):
             named = cache.store(await read_named_nodes(session), now)
         else:
@@ -51,7 +64,14 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
         exports = await session.execute("query-block-exports")
     except Exception:  # noqa: BLE001 - older QEMU without exports
         exports = []
-    return build_drives(session.name, graph, named, block, exports)
+    drives, targets = build_drives(session.name, graph, named, block, exports)
+    if guess is not None:
+        drives = disk_names.with_names(drives, await guess)
+    return drives, targets
+
+
+async def _match(graph: dict[str, Any], opened: asyncio.Future[Any]) -> dict[str, str]:
+    return await asyncio.to_thread(disk_names.provisional_names, graph, await opened)
 
 
 async def read_jobs(

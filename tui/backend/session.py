@@ -24,6 +24,7 @@ from .errors import ConnectFailed, NotConnected, QMPCommandError
 from . import ops
 from . import qmp_read
 from .chain import Drive, JobTarget, NodeInfoCache
+from .disk_names import peer_pid
 from .qmp_control import QmpControl
 from .remote import SshTunnel, parse_ssh
 
@@ -58,6 +59,11 @@ class _Client(QMPClient):
         if self.logger.isEnabledFor(logging.DEBUG):
             return super()._cb_inbound(msg)
         return msg
+
+
+def _peer_pid(client: QMPClient) -> int | None:
+    writer = getattr(client, "_writer", None)  # qemu.qmp keeps its stream there
+    return peer_pid(writer.get_extra_info("socket")) if writer is not None else None
 
 
 class SessionState(enum.Enum):
@@ -162,6 +168,7 @@ class QemuSession:
         self.last_error = ""
         self.generation = 0  # increments on every successful (re)connect
         self._client: QMPClient | None = None
+        self.peer_pid: int | None = None  # the QEMU process, when it is at the other end of a local unix socket
         self._polls = 0
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -263,6 +270,7 @@ class QemuSession:
                 continue
             attempt = 0
             self._client = client
+            self.peer_pid = None if self.tunnel is not None else _peer_pid(client)
             self.generation += 1
             self.last_error = ""
             reader = asyncio.create_task(self._read_events(client), name=f"qmp-events-{self.name}")

@@ -189,11 +189,18 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
             if box.border_title != "Chain":
                 box.border_title = "Chain"
             return
-        title = f"Chain of {drive.name} on {drive.session} · {len(drive.images)} images"
+        loading = " · reading details from QEMU…" if img.partial else ""
+        title = f"Chain of {drive.name} on {drive.session} · {len(drive.images)} images{loading}"
         if box.border_title != title:
             box.border_title = title
-        backing = f" · backing file: {img.backing_file}" if img.backing_file else " · no backing file"
-        details.show(f"[b]{escape(img.filename)}[/b]{escape(backing)}")
+        if img.provisional:  # never shown like a name QEMU gave
+            details.show(f"[i]{escape(img.filename)}[/i] · unconfirmed: matched from the files QEMU has open · "
+                         f"node {escape(img.node_name)}")
+        elif img.partial:
+            details.show(f"node {escape(img.node_name)} · file name not known yet")
+        else:
+            backing = f" · backing file: {img.backing_file}" if img.backing_file else " · no backing file"
+            details.show(f"[b]{escape(img.filename)}[/b]{escape(backing)}")
 
     # -- helpers ---------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -211,6 +218,10 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
             sess = self.sessions.get(drive.session)
             why = f" ({sess.last_error})" if sess is not None and sess.last_error else ""
             self.notify(f"{drive.session} is not connected{why}: nothing was sent", severity="error")
+            return None
+        elif any(img.partial for img in drive.images):  # file names unknown or unconfirmed: nothing to plan on
+            self.notify(f"Still reading the details of {drive.name} from {drive.session}: try again when they are shown",
+                        severity="warning")
             return None
         return drive
 

@@ -99,7 +99,11 @@ class ChainGraph(LineView, can_focus=True):
                     # the highlighted image left the chain: stay near where it was
                     index = min(self.cursor, len(drive.images) - 1)
             self.set_reactive(ChainGraph.cursor, index)
-            self.call_after_refresh(self._scroll_to_cursor)
+            if self.scrollable_content_region.height:  # laid out: the next frame already shows the cursor
+                self._scroll_to_cursor(force=True)
+                self.call_after_refresh(self._sync_scrollbar)
+            else:
+                self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
         self._announce()
 
@@ -136,15 +140,21 @@ class ChainGraph(LineView, can_focus=True):
                 self.refresh_lines(i * BLOCK, BLOCK - 1)
         self._announce()
 
-    def _scroll_to_cursor(self) -> None:
+    def _scroll_to_cursor(self, force: bool = False) -> None:
         top = self.cursor * BLOCK
         bottom = top + BLOCK - 1
         height = self.scrollable_content_region.height or self.size.height
-        # immediate: in the same frame as the moved highlight (deferred, it came a frame or two later)
+        # immediate: in the same frame as the moved highlight (deferred, it came a frame or two later);
+        # force: right after a new virtual size, before the scroll bar knows of it (set_drive)
         if top < self.scroll_y:
-            self.scroll_to(y=top, animate=False, immediate=True)
+            self.scroll_to(y=top, animate=False, immediate=True, force=force)
         elif bottom > self.scroll_y + height:
-            self.scroll_to(y=max(0, bottom - height), animate=False, immediate=True)
+            self.scroll_to(y=max(0, bottom - height), animate=False, immediate=True, force=force)
+
+    def _sync_scrollbar(self) -> None:
+        """A scroll bar shown after an immediate scroll starts at the top: put it where the view is."""
+        if self.show_vertical_scrollbar:
+            self.vertical_scrollbar.position = self.scroll_y
 
     def action_cursor_up(self) -> None:
         self._move(self.cursor - 1)
@@ -238,7 +248,9 @@ class ChainGraph(LineView, can_focus=True):
             tags_len = sum(len(t) for t, _ in tags)
             title = _fit(title, max(4, inner - 2 - tags_len - 1))
             fill = max(0, inner - 1 - len(title) - tags_len - 1)
-            segs = [pointer, Segment(tl + h, border), Segment(title, text + Style(bold=True)), Segment(h * fill, border)]
+            # a provisional name (read from the files QEMU has open) is never drawn like QEMU's own
+            name_style = text + (Style(italic=True, dim=True) if img.provisional else Style(bold=True))
+            segs = [pointer, Segment(tl + h, border), Segment(title, name_style), Segment(h * fill, border)]
             for t, st in tags:
                 segs.append(Segment(t, st))
             segs.append(Segment(h + tr, border))
@@ -246,7 +258,9 @@ class ChainGraph(LineView, can_focus=True):
         if row == 1:
             used = human_size(img.actual_size) if img.actual_size is not None else "?"
             parts = f" {img.format} · {human_size(img.virtual_size)} · {used} used · node {img.node_name}"
-            if img.partial:
+            if img.provisional:
+                parts = f" node {img.node_name} · file name unconfirmed · reading details from QEMU…"
+            elif img.partial:
                 parts = f" node {img.node_name} · reading details from QEMU…"
             if img.read_only and not is_active:
                 parts += " · ro"
@@ -256,7 +270,8 @@ class ChainGraph(LineView, can_focus=True):
             return [pointer, Segment(bl + h * inner + br, border)]
         # row 3: the arrow to the next image, which this one backs
         nxt = drive.images[index + 1]
-        return [Segment("      ▼ ", arrow), Segment(f"backing file of {nxt.label}", meta)]
+        unconfirmed = " (unconfirmed)" if nxt.provisional else ""
+        return [Segment("      ▼ ", arrow), Segment(f"backing file of {nxt.label}{unconfirmed}", meta)]
 
 
 def _fit(text: str, width: int) -> str:
