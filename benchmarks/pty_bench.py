@@ -12,7 +12,7 @@ from ``/proc/PID``, and what it draws is read back with ``tmux capture-pane``.
   QEMU advances faster than 5 Hz;
 - a ready event at another client -> "ready" visible on the terminal;
 - a keystroke (Down in the chain graph) -> the details line shows the new image;
-- idle with 8 QEMUs and no jobs; RSS with 64 jobs;
+- idle with 8 QEMUs and no jobs (also alone, over 60 s windows: ptyidle); RSS with 64 jobs;
 - a 1000-image chain: the active image's file name on screen, from launch.
 
 Jobs are block-streams from a base full of *zero clusters*: QEMU streams (and
@@ -240,6 +240,20 @@ def jobs_case(lab: Lab, qemus: int, per: int, seconds: float, runs: int, width: 
     return out
 
 
+def idle_case(lab: Lab, qemus: int, per: int, seconds: float, runs: int, width: int, height: int) -> list[float]:
+    """chaintui connected to ``qemus`` QEMUs of ``per`` drives each, no jobs: CPU % over ``runs`` windows."""
+    procs = start_qemus(lab, qemus, per, 64 * MiB, f"i{qemus}x{per}q")
+    term = Terminal(lab, [str(p.qmp) for p in procs], width, height)
+    try:
+        term.wait(has(f"{qemus} QEMU · {qemus * per} drives"))
+        time.sleep(2)
+        return [cpu_share([term.pid], seconds)[0] for _ in range(runs)]
+    finally:
+        term.close()
+        for p in procs:
+            p.stop()
+
+
 def refresh_case(lab: Lab, seconds: float, runs: int, width: int, height: int) -> list[float]:
     """One stream at 8 MiB/s (QEMU advances it ~16 times a second): progress texts a second on screen."""
     [q] = start_qemus(lab, 1, 1, 2047 * MiB, "fast")
@@ -405,6 +419,12 @@ def bench_pty(lab: Lab, row, smoke: bool = False, seconds: float | None = None, 
             "✓" if ui <= 5 else "✗")
         row(f"tty {W}x{H}, {q * per} jobs: chaintui RSS", r["rss"], "MB", None, "<= 150 MB",
             "✓" if r["rss"][0] <= 150 else "✗")
+    if want("ptyidle"):  # the idle row of pty64 alone, over longer windows (one 10 ms tick is 0.067 % of 15 s)
+        q, per = (2, 2) if smoke else (8, 8)
+        idle_seconds = seconds if smoke else max(seconds, 60.0)
+        r_idle = idle_case(lab, q, per, idle_seconds, runs, W, H)
+        row(f"tty {W}x{H}, {q} QEMUs idle, no jobs, {idle_seconds:.0f} s windows: chaintui %", r_idle, "%", None,
+            "<= 0.3 %", "✓" if statistics.median(r_idle) <= 0.3 else "✗")
     if want("ptyready"):
         lat = sorted(ready_case(lab, 3 if smoke else 10 * runs, W, H))
         med, worst = statistics.median(lat), max(lat)
@@ -435,7 +455,7 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--runs", type=int, default=None)
-    p.add_argument("--only", default="", help="comma list of: pty16,pty64,ptyready,ptychain (default: all)")
+    p.add_argument("--only", default="", help="comma list of: pty16,pty64,ptyidle,ptyready,ptychain (default: all)")
     args = p.parse_args()
     runs = args.runs or (1 if args.smoke else 3)
     with Lab() as lab:

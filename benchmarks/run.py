@@ -364,8 +364,8 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     p.add_argument("--repeat", type=int, default=None)
     p.add_argument("--only", default="",
-                   help="comma list of: overhead,latency,many,chains,startup (headless); pty16,pty64,ptyready,ptychain "
-                        "(chaintui in a real tmux terminal, see pty_bench.py); pty = all four")
+                   help="comma list of: overhead,latency,many,chains,startup (headless); pty16,pty64,ptyidle,ptyready,ptychain "
+                        "(chaintui in a real tmux terminal, see pty_bench.py); pty = all five")
     p.add_argument("--seconds", type=float, default=None, help="CPU window of the terminal cases (default 15)")
     args = p.parse_args()
 
@@ -376,7 +376,7 @@ def main() -> int:
     repeat = args.repeat or (1 if args.smoke else 3)
     only = set(filter(None, args.only.split(",")))
     if "pty" in only:
-        only |= {"pty16", "pty64", "ptyready", "ptychain"}
+        only |= {"pty16", "pty64", "ptyidle", "ptyready", "ptychain"}
     want = lambda name: not only or name in only  # noqa: E731
     print(f"# chaintui benchmarks, {time.strftime('%Y-%m-%d')}, {platform.node()}: {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {subprocess.run(['qemu-img', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}")
@@ -391,7 +391,7 @@ def main() -> int:
             bench_chains(lab, [10, 50] if args.smoke else [10, 200, 1000], repeat)
         if want("startup"):
             bench_startup(lab, repeat)
-        pty = {"pty16", "pty64", "ptyready", "ptychain"}
+        pty = {"pty16", "pty64", "ptyidle", "ptyready", "ptychain"}
         if not only or only & pty:
             from pty_bench import bench_pty
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.driver import Driver
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -61,6 +62,15 @@ class ChainApp(App[int]):
         self.keymap = dict(_keymap() if keymap is None else keymap)
         if self.keymap:
             self.set_keymap(self.keymap)
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's terminal driver, with an input thread that sleeps at idle (see :mod:`tui.driver`)."""
+        driver = super().get_driver_class()
+        if (driver.__module__, driver.__name__) == ("textual.drivers.linux_driver", "LinuxDriver"):
+            from .driver import QuietLinuxDriver  # noqa: PLC0415 - Linux/macOS only (termios)
+
+            return QuietLinuxDriver
+        return driver
 
     # -- wiring ----------------------------------------------------------
     def on_mount(self) -> None:

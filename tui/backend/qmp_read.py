@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import disk_names
@@ -20,9 +21,12 @@ async def read_graph(session: Any) -> dict[str, Any]:
     return await session.execute("x-debug-query-block-graph")
 
 
-async def read_structure(session: Any) -> tuple[Any, ...]:
-    """The block graph's structure by names (see :func:`~tui.backend.block_graph.graph_signature`)."""
-    return graph_signature(await read_graph(session))
+async def read_structure(
+    session: Any, sign: Callable[[dict[str, Any]], tuple[Any, ...]] = graph_signature
+) -> tuple[Any, ...]:
+    """The block graph's structure by names (see :func:`~tui.backend.block_graph.graph_signature`;
+    ``sign``: a :class:`~tui.backend.block_graph.StructureMemo` to skip an unchanged answer)."""
+    return sign(await read_graph(session))
 
 
 async def read_named_nodes(session: Any) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from qemu.qmp.protocol import Runstate
 from .errors import ConnectFailed, NotConnected, QMPCommandError
 from . import ops
 from . import qmp_read
+from .block_graph import StructureMemo
 from .chain import Drive, JobTarget, NodeInfoCache
 from .disk_names import peer_pid
 from .qmp_control import QmpControl
@@ -170,6 +171,7 @@ class QemuSession:
         self._client: QMPClient | None = None
         self.peer_pid: int | None = None  # the QEMU process, when it is at the other end of a local unix socket
         self._polls = 0
+        self._structure = StructureMemo()  # the structure watch's last answer, signed once
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._first_attempt: asyncio.Future[None] | None = None
@@ -203,7 +205,7 @@ class QemuSession:
         return await qmp_read.read_drives(self, cache)
 
     async def read_structure(self) -> tuple[Any, ...]:
-        return await qmp_read.read_structure(self)
+        return await qmp_read.read_structure(self, self._structure)
 
     async def poll_jobs(self, full: bool, open_jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """query-block-jobs every time; query-jobs (concluded jobs, vanished ones, jobs that are
