@@ -78,7 +78,7 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         self.node_info: dict[str, NodeInfoCache] = {}
         self._checks: dict[str, asyncio.Task[None]] = {}
         self.structure_checks = 0
-        self.last_check_ms: dict[str, float] = {}
+        self.graph_nodes: dict[str, int] = {}  # nodes of each session's block graph, last look
         self.retries: dict[str, int] = {}  # failed reconnect attempts since the connection was lost
         # QEMU 10 pauses every job around each graph change: such a pause is held back
         # and dropped when the job resumes at once (counted per job, said once)

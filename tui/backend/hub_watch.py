@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from .changes import DrivesChanged, JobsChanged
@@ -23,6 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+BIG_GRAPH = 1000  # nodes (about 500 images): looked at every other round of the watch
+
 
 class StructureWatch:
     """Mixed into :class:`~tui.backend.hub.Hub`, which provides the state."""
@@ -34,7 +35,7 @@ class StructureWatch:
     node_info: dict[str, NodeInfoCache]
     watch_interval: float
     structure_checks: int
-    last_check_ms: dict[str, float]
+    graph_nodes: dict[str, int]
     _closed: bool
     _watched: set[str]
     _watcher: asyncio.Task[None] | None
@@ -133,8 +134,9 @@ class StructureWatch:
                         self._watched.discard(session)  # the next connect watches it again
                         continue
                     # every other round for a big graph (47 ms a look at 1000 images), and while jobs
-                    # run (their own events and polls already cost; a job's end triggers a refresh)
-                    slow = self.last_check_ms.get(session, 0.0) > 25 or bool(self.tracker.active_for(session))
+                    # run (their own events and polls already cost; a job's end triggers a refresh).
+                    # Big by its size, not by a time measured on a busy machine.
+                    slow = self.graph_nodes.get(session, 0) > BIG_GRAPH or bool(self.tracker.active_for(session))
                     if not slow or self._watch_round % 2 == 0:
                         due.append(session)
                 if due:
@@ -165,10 +167,10 @@ class StructureWatch:
         cache = self.node_info.get(session)
         if sess is None or cache is None or cache.signature is None:
             return False
-        started = time.perf_counter()
         signature = await sess.read_structure()
         self.structure_checks += 1
-        self.last_check_ms[session] = (time.perf_counter() - started) * 1000
+        if signature is not None:
+            self.graph_nodes[session] = len(signature[0])
         if signature is None or signature == cache.signature:
             return False
         self.schedule_refresh(session)
