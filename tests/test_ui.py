@@ -17,8 +17,8 @@ from tui.widgets import JobsPanel
 from .uihelp import (
     ConfirmDialog,
     MiB,
-    PlanDialog,
     chain,
+    chain_in_ui,
     checked,
     dialog,
     graph,
@@ -84,8 +84,7 @@ async def test_details_line_follows_the_highlight(lab):
 
 @pytest.mark.parametrize("kind", ["qsd", "system"])
 async def test_merge_with_picked_base(lab, kind):
-    paths, ref, q = start_lab(lab, kind=kind)
-    async with running_app([str(q.qmp)]) as (app, pilot):
+    async with chain_in_ui(lab, kind=kind) as (app, pilot, paths, q):
         await highlight(pilot, app, "B.qcow2")
         await press(pilot, "s")
         dlg = await dialog(pilot, app)
@@ -98,13 +97,10 @@ async def test_merge_with_picked_base(lab, kind):
         assert j.outcome == "completed"
         assert await chain(app) == ["A.qcow2", "B.qcow2", "D.qcow2"]
         await until(pilot, lambda: [i.label for i in graph(app).drive.images] == ["A.qcow2", "B.qcow2", "D.qcow2"])
-    q.stop()
-    same(lab, paths[-1], ref)
 
 
 async def test_flatten_on_active_image(lab):
-    paths, ref, q = start_lab(lab)
-    async with running_app([str(q.qmp)]) as (app, pilot):
+    async with chain_in_ui(lab) as (app, pilot, paths, q):
         await press(pilot, "end", "s")
         dlg = await dialog(pilot, app)
         assert "Flatten" in str(dlg.query_one("#intro").render())
@@ -112,13 +108,10 @@ async def test_flatten_on_active_image(lab):
         j = await until(pilot, lambda: job(app, "stream-drive0-1"))
         await until(pilot, lambda: j.finished)
         assert await chain(app) == ["D.qcow2"]
-    q.stop()
-    same(lab, paths[-1], ref)
 
 
 async def test_commit_intermediate(lab):
-    paths, ref, q = start_lab(lab)
-    async with running_app([str(q.qmp)]) as (app, pilot):
+    async with chain_in_ui(lab) as (app, pilot, paths, q):
         await press(pilot, "home", "c")
         dlg = await dialog(pilot, app)
         # choose the top with the keyboard: focus the select, open it, pick C
@@ -132,8 +125,6 @@ async def test_commit_intermediate(lab):
         await until(pilot, lambda: j.finished)
         assert j.outcome == "completed"
         assert await chain(app) == ["A.qcow2", "D.qcow2"]
-    q.stop()
-    same(lab, paths[-1], ref)
 
 
 async def test_active_commit_then_finish(lab):
@@ -255,8 +246,7 @@ async def test_snapshot(lab):
 
 
 async def test_pause_resume_speed_cancel_dismiss(lab):
-    paths, ref, q = start_lab(lab)
-    async with running_app([str(q.qmp)]) as (app, pilot):
+    async with chain_in_ui(lab) as (app, pilot, paths, q):
         await press(pilot, "end", "s")
         await dialog(pilot, app)
         await pilot.press(*"64K")
@@ -293,13 +283,10 @@ async def test_pause_resume_speed_cancel_dismiss(lab):
         await until(pilot, lambda: app.hub.tracker.get(j.session, j.id) is None, what="dismissed")
         assert not main(app).query_one("#jobs", JobsPanel).order
         assert await chain(app) == ["A.qcow2", "B.qcow2", "C.qcow2", "D.qcow2"]
-    q.stop()
-    same(lab, paths[-1], ref)
 
 
 async def test_finish_before_ready_says_why(lab):
-    paths, ref, q = start_lab(lab)
-    async with running_app([str(q.qmp)]) as (app, pilot):
+    async with chain_in_ui(lab) as (app, pilot, paths, q):
         await press(pilot, "end", "s")
         await dialog(pilot, app)
         await pilot.press(*"64K")
@@ -310,8 +297,6 @@ async def test_finish_before_ready_says_why(lab):
         assert not isinstance(app.screen, ConfirmDialog)
         await app.hub.set_speed(j.session, j.id, 0)
         await until(pilot, lambda: j.finished)
-    q.stop()
-    same(lab, paths[-1], ref)
 
 
 async def test_dialog_validation_before_sending(lab):

@@ -122,4 +122,15 @@ def start_lab(lab: Lab, n: int = 4, kind: str = "qsd", prefix: str = "", size: i
     return paths, ref, q
 
 
+@asynccontextmanager
+async def chain_in_ui(lab: Lab, **kw):  # type: ignore[no-untyped-def]
+    """A chain served by QEMU (:func:`start_lab`) and the app on it; afterwards QEMU stops and what
+    the guest sees is compared with the copy made first (``qemu-img compare``)."""
+    paths, ref, q = start_lab(lab, **kw)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        yield app, pilot, paths, q
+    q.stop()
+    same(lab, paths[-1], ref)
+
+
 __all__ = ["ConfirmDialog", "PlanDialog", "same"]
