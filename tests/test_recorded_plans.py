@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from tui.backend import ops
-from tui.backend.block_graph import build_drives
+from tui.backend.block_graph import backends_named_by_id, build_drives
 from tui.backend.chain import Drive
 from tui.backend.errors import ValidationError
 from tui.backend.libvirt_plans import LibvirtPlanner
@@ -37,8 +37,11 @@ def test_answers_of_both_qemus_are_recorded():
 
 
 def drives_of(shape: str, qemu: str) -> list[Drive]:
+    """The drives chaintui builds from the answers it asks for (no query-block; the devices'
+    drive properties only where a backend is named by a bare name, as tui.backend.qmp_read asks)."""
     answers = json.loads((DATA / qemu / f"{shape}.json").read_text())
-    drives, _ = build_drives("vm", answers["graph"], answers["named"], answers["block"], answers["exports"])
+    devices = answers["devices"] if backends_named_by_id(answers["graph"]) else {}
+    drives, _ = build_drives("vm", answers["graph"], answers["named"], devices, answers["exports"])
     return drives
 
 

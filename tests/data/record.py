@@ -5,8 +5,10 @@ Run it again when QEMU's answers change (a new QEMU, a new VM shape)::
     .venv/bin/python tests/data/record.py
 
 It starts the lab's QEMU shapes (the libvirt-style q35 VM with ``-blockdev`` chains, a ``-drive``
-q35 VM, qemu-storage-daemon, and a libvirt-style VM with a mirror running), asks each the four
-questions chaintui asks (:mod:`tui.backend.qmp_read`), and writes one JSON file per shape into
+q35 VM, qemu-storage-daemon, and a libvirt-style VM with a mirror running), asks each the
+questions chaintui asks (:mod:`tui.backend.qmp_read`; the devices' ``drive`` properties always, though
+chaintui asks them only for ``-drive`` backends) and ``query-block`` (what chaintui asked before it
+named devices without it: the tests check both name them alike), and writes one JSON file per shape into
 ``qemuN/`` here (N: QEMU's major version), with the lab's temporary directory written as ``/lab``.
 For QEMU 10: ``scripts/test-qemu10 DIR .venv/bin/python tests/data/record.py``, then copy
 ``DIR/fs/root/chaintui/tests/data/qemu10`` here.
@@ -19,13 +21,17 @@ import json
 import sys
 from pathlib import Path
 
-from qemu.qmp import QMPClient
+from typing import Any
+
+from qemu.qmp import ExecuteError, QMPClient
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1])]
 
 from tests.fixtures_vm import MiB, start_vm  # noqa: E402
+from tui.backend.errors import QMPCommandError  # noqa: E402
 from tui.backend.lab import Lab  # noqa: E402
+from tui.backend.qmp_read import read_device_drives  # noqa: E402
 
 QUESTIONS = {
     "graph": ("x-debug-query-block-graph", None),
@@ -33,6 +39,19 @@ QUESTIONS = {
     "block": ("query-block", None),
     "exports": ("query-block-exports", None),
 }
+
+
+class Asking:
+    """The recording client as :mod:`tui.backend.qmp_read` expects a session: refusals as QMPCommandError."""
+
+    def __init__(self, client: QMPClient) -> None:
+        self.client = client
+
+    async def execute(self, command: str, arguments: dict | None = None) -> Any:
+        try:
+            return await self.client.execute(command, arguments)
+        except ExecuteError as exc:
+            raise QMPCommandError(command, exc.error_class, str(exc)) from None
 
 
 async def ask(sock: Path, before: list[tuple[str, dict]] | None = None) -> dict:
@@ -45,6 +64,7 @@ async def ask(sock: Path, before: list[tuple[str, dict]] | None = None) -> dict:
             await client.execute(command, arguments)
         answers = {key: await client.execute(cmd, args) if args else await client.execute(cmd)
                    for key, (cmd, args) in QUESTIONS.items()}
+        answers["devices"] = await read_device_drives(Asking(client))
         version = await client.execute("query-version")
         answers["qemu"] = "{major}.{minor}.{micro}".format(**version["qemu"])
         for command, arguments in before or []:

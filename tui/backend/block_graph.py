@@ -2,10 +2,14 @@
 
 :mod:`tui.backend.qmp_read` asks QEMU for ``x-debug-query-block-graph`` (nodes and edges, including
 block-job nodes and filters), ``query-named-block-nodes`` (sizes, files,
-formats), ``query-block`` (device names, qemu-system) and
-``query-block-exports`` (NBD exports, qemu-storage-daemon).  The functions
-here turn those answers into :class:`~tui.backend.chain.Drive` objects, so they
-can be tested on recorded answers as well as on a live QEMU.
+formats), the ``drive`` property of the devices with an id (qemu-system, only for ``-drive``
+backends: see :func:`device_names`) and ``query-block-exports`` (NBD exports,
+qemu-storage-daemon).  The functions here turn those answers into
+:class:`~tui.backend.chain.Drive` objects, so they can be tested on recorded answers as well as
+on a live QEMU.
+
+None of these answers nests the backing chain: ``query-block`` does (``backing-image`` inside
+``backing-image``), which Python's JSON parser cannot read beyond ~970 images, so it is not asked.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ PROTOCOL_DRIVERS = frozenset(
     {"file", "host_device", "host_cdrom", "nbd", "nfs", "ssh", "http", "https", "ftp", "ftps",
      "null-co", "null-aio", "iscsi", "rbd", "gluster", "nvme", "io_uring"}
 )
+# Filters a job inserts above a drive's root when given no filter-node-name: QEMU calls them
+# implicit, and names a device's root below them.
+IMPLICIT_FILTERS = frozenset({"mirror_top", "commit_top", "copy-on-read"})
 
 
 
@@ -67,6 +74,20 @@ class _Graph:
 
     def is_format(self, nid: int) -> bool:
         return self.nodes[nid]["type"] == "block-driver"
+
+    def below_implicit_filters(self, nid: int) -> int:
+        """The node under the filters a job inserted above ``nid`` without a filter-node-name
+        (QEMU's implicit filters: a generated ``#`` name, the main node of the job)."""
+        seen: set[int] = set()
+        while nid not in seen and self.name(nid).startswith("#") and self.driver(nid) in IMPLICIT_FILTERS and any(
+            role == "main node" and self.nodes[p]["type"] == "block-job" for role, p in self.parents[nid]
+        ):
+            seen.add(nid)
+            below = self.child(nid, "backing", "file")
+            if below is None:
+                break
+            nid = below
+        return nid
 
     def image(self, nid: int, seen: set[int]) -> Image:
         """The image a format node is; ``seen``: the chain walked so far (its users outside it are named)."""
@@ -117,18 +138,49 @@ class _Graph:
         return images, jobs, seen
 
 
-def _device_names(block: list[dict[str, Any]] | None) -> dict[str, tuple[str, str | None]]:
+def backends_named_by_id(graph: dict[str, Any]) -> bool:
+    """Whether a block-backend with a medium is called by a bare name (a ``-drive`` id, or the id of
+    a device that is not a virtio proxy): only then is :func:`device_names` helped by the devices'
+    ``drive`` properties.  A libvirt-style VM's backends are named by a qdev path, qsd's by nothing."""
+    roots = {e["parent"] for e in graph.get("edges", []) if e.get("name") == "root"}
+    return any(
+        n.get("type") == "block-backend" and n["id"] in roots and n.get("name") and not n["name"].startswith("/")
+        for n in graph.get("nodes", [])
+    )
+
+
+def device_names(g: _Graph, drive_of_device: dict[str, str] | None) -> dict[str, tuple[str, str | None]]:
     """Device names by the node at their root: (name shown, block-backend name or None).
-    Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name)."""
+    Shown: the qdev id (virtio-disk0), else the -drive id, else nothing (the root node name).
+
+    From the block-backend nodes of ``x-debug-query-block-graph``, named as ``query-block`` names
+    them: QEMU calls a backend by its name (the ``-drive`` id), else by the id of the device it is
+    attached to, else by that device's QOM path (``/machine/peripheral/virtio-disk0/virtio-backend``).
+    ``drive_of_device``: each device with an id (``/machine/peripheral/ID``) and its ``drive``
+    property (a backend's name, or the root node of a backend without one) tells which device
+    uses a ``-drive`` backend, and which bare names are device ids.  Its root: the edge named
+    ``root``, below the filters a job inserted on its own (as ``query-block`` skips them).
+    """
+    devices = drive_of_device or {}
+    user_of = {}  # a -drive id -> the device using it
+    for dev, drive in sorted(devices.items(), reverse=True):
+        user_of[drive] = dev
     device_of_root: dict[str, tuple[str, str | None]] = {}
-    for dev in block or []:
-        inserted = dev.get("inserted") or {}
-        root = inserted.get("node-name")
-        if not root:
-            continue
-        shown = qdev_id(dev.get("qdev")) or dev.get("device") or None
+    for nid, node in g.nodes.items():
+        name = node.get("name") or ""
+        top = g.child(nid, "root") if node["type"] == "block-backend" else None
+        if top is None or not name:
+            continue  # no medium, or nobody's drive (an export's backend, a job's)
+        if name.startswith("/"):
+            shown, device = qdev_id(name), None
+        elif name in user_of:
+            shown, device = user_of[name], name
+        elif devices.get(name) == g.name(top):
+            shown, device = name, None  # the id of the device a backend without a name is attached to
+        else:
+            shown, device = name, name
         if shown:
-            device_of_root[root] = (shown, dev.get("device") or None)
+            device_of_root[g.name(g.below_implicit_filters(top))] = (shown, device)
     return device_of_root
 
 
@@ -136,12 +188,13 @@ def build_drives(
     session: str,
     graph: dict[str, Any],
     named_nodes: list[dict[str, Any]],
-    block: list[dict[str, Any]] | None = None,
+    drive_of_device: dict[str, str] | None = None,
     exports: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Drive], list[JobTarget]]:
-    """Turn QEMU's answers into drives (and the targets jobs write to)."""
+    """Turn QEMU's answers into drives (and the targets jobs write to); ``drive_of_device``: see
+    :func:`device_names`."""
     g = _Graph(graph, named_nodes)
-    device_of_root = _device_names(block)
+    device_of_root = device_names(g, drive_of_device)
     export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
     candidates: list[Drive] = []
     walked: dict[str, set[str]] = {}
@@ -167,7 +220,7 @@ def build_drives(
             continue
         images.reverse()
         candidates.append(_drive(session, node["name"], images, jobs, device_of_root, export_of_node))
-    # A node reached from another root (a filter above it: query-block names the
+    # A node reached from another root (a filter above it: a device is named by the
     # image under an implicit filter) is not a drive of its own.
     candidates = [
         d
@@ -249,7 +302,8 @@ def _deletable(own: list[Image], g: _Graph) -> list[str]:
 
 
 def qdev_id(qdev: str | None) -> str | None:
-    """The id an operator gave a device (``-device ...,id=virtio-disk0``) from query-block's ``qdev``.
+    """The id an operator gave a device (``-device ...,id=virtio-disk0``) from its QOM path (a
+    block-backend's name in the graph, as query-block's ``qdev``).
 
     ``/machine/peripheral/virtio-disk0/virtio-backend`` -> ``virtio-disk0``; a device without an id
     (``/machine/peripheral-anon/device[0]/...``) has none; old QEMU reports the bare id.

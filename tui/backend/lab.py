@@ -182,7 +182,7 @@ class Lab:
         self.processes.append(q)
         q.wait_for_monitors(args[0], timeout)
         if kind != "qsd":
-            export_drives(q)
+            export_drives(q, timeout)
         return q
 
     def close(self) -> None:

@@ -152,24 +152,29 @@ async def _quit(client: QMPClient) -> None:
         pass  # QEMU may close the connection before it answers
 
 
-def export_drives(q: LabQemu) -> None:
-    """qemu-system: add the NBD server and exports over QMP (a writer plays the guest)."""
+def export_drives(q: LabQemu, timeout: float = 10.0) -> None:
+    """qemu-system: add the NBD server and exports over QMP (a writer plays the guest).
+
+    Each drive's root node comes from the block graph: its backend is named by the drive
+    (``-drive id``) or by its device's path; a device's ``drive`` property names a ``-drive``
+    backend.  Never ``query-block``: its answer nests the chain, too deep to read for ~1000 images.
+    ``timeout``: for QEMU to answer (it greets only once it has opened every image)."""
 
     async def export(client: QMPClient) -> None:
         await client.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(q.nbd)}}})
-        block = {}
-        for d in await client.execute("query-block"):
-            block[d["device"]] = d
-            qdev = d.get("qdev") or ""
-            if qdev.startswith("/machine/peripheral/"):
-                block[qdev.split("/")[3]] = d
+        graph = await client.execute("x-debug-query-block-graph")
+        names = {n["id"]: n["name"] for n in graph["nodes"]}
+        root = {names[e["parent"]]: names[e["child"]] for e in graph["edges"] if e["name"] == "root"}
         for drive in q.drives:
-            node = block[drive]["inserted"]["node-name"]
+            node = root.get(drive) or root.get(f"/machine/peripheral/{drive}/virtio-backend")
+            if node is None:
+                used = await client.execute("qom-get", {"path": f"/machine/peripheral/{drive}", "property": "drive"})
+                node = root.get(used, used)
             await client.execute("block-export-add", {"type": "nbd", "id": drive, "node-name": node, "name": drive,
                                                       "writable": True})
 
     try:
-        _on_monitor(q.ctl, export)
+        _on_monitor(q.ctl, export, timeout)
     except ExecuteError as exc:
         raise LabError(f"exporting the drives of {q.qmp.stem}: {exc}") from None
 

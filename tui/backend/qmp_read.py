@@ -13,8 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import disk_names
-from .block_graph import build_drives, graph_signature
+from .block_graph import backends_named_by_id, build_drives, graph_signature
 from .chain import Drive, JobTarget, NodeInfoCache
+from .errors import QMPCommandError
+
+PERIPHERAL = "/machine/peripheral"  # QOM: the devices given an id (-device ...,id=NAME)
 
 async def read_graph(session: Any) -> dict[str, Any]:
     """The block graph: nodes and edges, including block-job nodes and filters."""
@@ -31,6 +34,27 @@ async def read_structure(
 
 async def read_named_nodes(session: Any) -> list[dict[str, Any]]:
     return await session.execute("query-named-block-nodes", {"flat": True})
+
+
+async def read_device_drives(session: Any) -> dict[str, str]:
+    """Each device with an id and its ``drive`` property (a ``-drive`` id, or the root node of a
+    backend without a name); devices without one are left out.  Flat answers, one per device
+    (``query-block`` would tell the same, nesting each drive's whole backing chain)."""
+    try:
+        children = await session.execute("qom-list", {"path": PERIPHERAL})
+    except QMPCommandError:
+        return {}  # no machine (qemu-storage-daemon)
+    drives: dict[str, str] = {}
+    for child in children:
+        if not str(child.get("type", "")).startswith("child<"):
+            continue
+        try:
+            drive = await session.execute("qom-get", {"path": f"{PERIPHERAL}/{child['name']}", "property": "drive"})
+        except QMPCommandError:
+            continue  # not a block device
+        if isinstance(drive, str) and drive:
+            drives[child["name"]] = drive
+    return drives
 
 
 async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple[list[Drive], list[JobTarget]]:
@@ -63,12 +87,12 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
             named = cache.store(await read_named_nodes(session), now)
         else:
             named = cache.cached(names)
-    block = await session.execute("query-block")
+    devices = await read_device_drives(session) if backends_named_by_id(graph) else {}
     try:
         exports = await session.execute("query-block-exports")
     except Exception:  # noqa: BLE001 - older QEMU without exports
         exports = []
-    drives, targets = build_drives(session.name, graph, named, block, exports)
+    drives, targets = build_drives(session.name, graph, named, devices, exports)
     if guess is not None:
         drives = disk_names.with_names(drives, await guess)
     return drives, targets
