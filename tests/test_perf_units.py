@@ -1,5 +1,6 @@
 """What the job model does per poll: cheap for jobs whose card would not change."""
 
+from tui.backend.hub_feed import PAUSED_EVERY, poll_due
 from tui.backend.job_tracker import JobTracker
 
 
@@ -56,3 +57,17 @@ def test_poll_says_when_a_state_changed_not_only_progress():
     assert t.on_poll("q", [info(100, paused=True, status="paused")], [], now=0.4).urgent
     gone = t.on_poll("q", [], [], now=0.6)  # QEMU no longer has it
     assert gone.urgent and gone.changed == [t.get("q", "s1")] and t.get("q", "s1").outcome
+
+
+def test_sessions_whose_jobs_are_all_paused_are_polled_once_a_second():
+    """Paused jobs do not move and their resuming is an event: 1 poll in PAUSED_EVERY ticks, not every tick."""
+    t = JobTracker()
+    t.on_poll("q", [info(0, paused=True, status="paused"), dict(info(5, paused=True, status="paused"), device="s2")], [],
+              now=0.0)
+    paused = t.active_for("q")
+    assert len(paused) == 2
+    assert sum(poll_due(paused, tick, full=False) for tick in range(1, 1 + 10 * PAUSED_EVERY)) == 10
+    assert all(poll_due(paused, tick, full=True) for tick in range(1, 11))  # after a command: at once
+    t.on_poll("q", [info(0, paused=True, status="paused"), dict(info(9), device="s2")], [], now=0.2)
+    assert all(poll_due(t.active_for("q"), tick, full=False) for tick in range(1, 11))  # one runs: every tick
+    assert poll_due([], 3, full=False)

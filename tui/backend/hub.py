@@ -73,6 +73,7 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         self._ticker: asyncio.Task[None] | None = None
         self._polling: set[str] = set()  # sessions polled on the shared tick
         self._poll_full: set[str] = set()  # ... whose next poll also asks query-jobs
+        self._tick = 0  # poll ticks so far
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._refresh_dirty: set[str] = set()
         self.node_info: dict[str, NodeInfoCache] = {}

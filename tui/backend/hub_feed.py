@@ -31,6 +31,7 @@ class JobFeed:
     _ticker: asyncio.Task[None] | None
     _polling: set[str]
     _poll_full: set[str]
+    _tick: int
     _held_pauses: dict[tuple[str, str], asyncio.TimerHandle]
     folded_pauses: dict[tuple[str, str], int]
 
@@ -183,7 +184,10 @@ class JobFeed:
         try:
             while not self._closed and self._polling:
                 t0 = loop.time()
-                results = await asyncio.gather(*(self._poll_session(s) for s in list(self._polling)))
+                self._tick += 1
+                due = [s for s in list(self._polling)
+                       if poll_due(self.tracker.active_for(s), self._tick, s in self._poll_full)]
+                results = await asyncio.gather(*(self._poll_session(s) for s in due))
                 changed = [j for jobs, _ in results for j in jobs]
                 if changed:
                     self._emit(JobsChanged(changed, urgent=any(u for _, u in results)))
@@ -192,6 +196,20 @@ class JobFeed:
                 await asyncio.sleep(max(0.0, self.poll_interval - (loop.time() - t0)))
         except asyncio.CancelledError:
             pass
+
+
+PAUSED_EVERY = 5  # ticks: a session whose jobs are all paused is polled once a second, not 5 times
+
+
+def poll_due(active: list[Job], tick: int, full: bool) -> bool:
+    """Whether a session is polled on this tick.  Jobs QEMU reports paused do not move, and their
+    resuming comes as an event: polled once a second (a speed another client sets still shows)."""
+    if full or not active:
+        return True
+    if all(j.paused and j.status in ("paused", "standby") for j in active):
+        return tick % PAUSED_EVERY == 0
+    return True
+
 
 def _describe_event(name: str, data: dict[str, Any]) -> str:
     if name == "JOB_STATUS_CHANGE":
