@@ -41,11 +41,12 @@ async def test_tab_completes_and_shows_the_resolved_path(lab):
         field = dlg.query_one("#field-target", Input)
         field.value = f"{lab.dir}/dis"
         field.cursor_position = len(field.value)
-        await press(pilot, "tab")
-        assert field.value == f"{lab.dir}/disks/" and app.focused is field
+        await press(pilot, "tab")  # the directory is read in a thread: wait for its answer
+        await until(pilot, lambda: field.value == f"{lab.dir}/disks/", what="completed")
+        assert app.focused is field
         await pilot.press(*"ar")
         await press(pilot, "tab")
-        assert field.value == f"{lab.dir}/disks/archive/"
+        await until(pilot, lambda: field.value == f"{lab.dir}/disks/archive/", what="completed again")
         await pilot.press(*"new.qcow2")
         await until(pilot, lambda: f"→ {lab.dir}/disks/archive/new.qcow2" in str(dlg.query_one("#resolved-target").render()),
                     what="the resolved path")
@@ -53,8 +54,8 @@ async def test_tab_completes_and_shows_the_resolved_path(lab):
         field.value = f"{lab.dir}/"
         field.cursor_position = len(field.value)
         await press(pilot, "tab")
-        listed = str(dlg.query_one("#resolved-target").render())
-        assert "A.qcow2" in listed and "disks/" in listed
+        await until(pilot, lambda: "A.qcow2" in (listed := str(dlg.query_one("#resolved-target").render()))
+                    and "disks/" in listed, what="the candidates listed")
         # relative and ~ paths are shown resolved
         field.value = "~/x.qcow2"
         await until(pilot, lambda: f"→ {os.path.expanduser('~')}/x.qcow2" in str(dlg.query_one("#resolved-target").render()),
@@ -63,7 +64,7 @@ async def test_tab_completes_and_shows_the_resolved_path(lab):
         field.value = f"{lab.dir}/zzz"
         field.cursor_position = len(field.value)
         await press(pilot, "tab")
-        assert app.focused is not field
+        await until(pilot, lambda: app.focused is not field, what="tab moves on")
         field.value = f"{lab.dir}/disks/archive/new.qcow2"
         field.focus()
         await press(pilot, "enter")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from textual.binding import Binding
@@ -51,8 +52,12 @@ class PathInput(Input):
             self.path_input = path_input
             self.candidates = candidates
 
-    def action_complete(self) -> None:
-        completed, matches = completions(self.value)
+    async def action_complete(self) -> None:
+        typed = self.value
+        # the directory is read in a thread: never on the UI loop (a network mount can take seconds)
+        completed, matches = await asyncio.to_thread(completions, typed)
+        if self.value != typed:
+            return  # typed on meanwhile: this answer is for an older text
         if not matches or (completed == self.value and len(matches) == 1):
             self.screen.focus_next()
             return
