@@ -259,7 +259,7 @@ def refresh_case(lab: Lab, seconds: float, runs: int, width: int, height: int) -
     [q] = start_qemus(lab, 1, 1, 2047 * MiB, "fast")
     term = Terminal(lab, [str(q.qmp)], width, height)
     try:
-        term.wait(has("1 QEMU · 1 drives"))
+        term.wait(has("1 QEMU · 1 drive "))
         asyncio.run(_start_streams(q, {"drive0": 8 * MiB}))
         job = f"s-{q.qmp.stem}-drive0"
         term.wait(lambda ls: progress_text(ls, job))
@@ -315,7 +315,7 @@ def ready_case(lab: Lab, cycles: int, width: int, height: int) -> list[float]:
     q = lab.start(top, name="ready")
     term = Terminal(lab, [str(q.qmp)], width, height)
     try:
-        term.wait(has("1 QEMU · 1 drives"))
+        term.wait(has("1 QEMU · 1 drive "))
         time.sleep(1)
         c = asyncio.run(_node(q))
         return asyncio.run(_ready_cycles(term, q, c, cycles, lab))

@@ -94,7 +94,10 @@ async def test_stream_whose_qemu_is_killed_midway_is_lost(lab):
         assert "no rate, no ETA" in text and not re.search(r"ETA \d|B/s [▁▂▃▄▅▆▇█]", text)
         assert j.rate == 0 and j.eta is None
         assert "(0 running, 1 lost" in main(app).query_one("#jobs").border_title
-        assert "0 jobs" in main(app).sub_title
+        assert "0 jobs" in main(app).sub_title and "(1 not connected)" in main(app).sub_title
+        # the chain on screen says it is the chain as last seen, not QEMU's chain now
+        await until(pilot, lambda: "✗ lost: as last seen" in str(main(app).query_one("#chain-box").border_title),
+                    what="the chain marked as last seen")
         # job keys say why they cannot act, and open no dialog
         await press(pilot, "x")
         await until(pilot, lambda: any("is lost" in n for n in notes(app)), what="the reason")

@@ -13,6 +13,11 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?(?:/s)?\s*$", re.IGN
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
+def count(n: int, word: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images`` (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def parse_speed(text: str | int | None) -> int:
     """``""``/``0`` = unlimited; ``10M``, ``512K``, ``1.5G``, ``1048576`` (bytes/s)."""
     if text is None:

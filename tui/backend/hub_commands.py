@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .changes import JobsChanged
 from .chain import Drive, JobTarget
+from .fmt import count
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
 from .hub_job_control import JobControl
 from .job_tracker import JobTracker
@@ -146,7 +147,7 @@ class HubCommands(JobControl):
                 )
         self.note(plan.title, plan.session, "action")
         if plan.override:  # the operator overrode the shared-image refusal: say so first
-            self.note(f"commit anyway: {len(plan.override)} images will see changed data", plan.session, "warning")
+            self.note(f"commit anyway: {count(len(plan.override), 'image')} will see changed data", plan.session, "warning")
             if self.audit is not None:
                 sess = self.sessions[plan.session]
                 self.audit.record(sess.address_text, plan.session, "override-shared-image-refusal",

@@ -78,6 +78,8 @@ class PlanDialog(ModalScreen[Plan | None]):
     BINDINGS = [
         Binding("escape", "close", "Close"),
         Binding("ctrl+s", "confirm", "Start"),
+        # enter where no field takes it (the result box, focused to scroll it) starts too, as the hint says
+        Binding("enter", "confirm", "Start", show=False),
         Binding("ctrl+o", "browse", "Browse"),
     ]
     AUTO_FOCUS = None

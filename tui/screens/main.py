@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from ..backend.chain import Drive
+from ..backend.fmt import count
 from ..backend.jobs import Job
 from ..keys import main_bindings
 from ..messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated
@@ -130,7 +131,10 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         panel = self.query_one("#drives", DrivesPanel)
         drives = {name: list(d) for name, d in self.drives.items()}
         panel.show(list(self.sessions.values()), drives, counts, self.retries)
-        self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
+        graph = self.query_one("#graph", ChainGraph)
+        graph.set_drive(self.selected_drive())
+        if graph.drive is not None:  # a QEMU lost or back: said on the chain as well
+            self._chain_title(graph.drive)
         self._update_title()
         self._refresh_keys()
 
@@ -154,7 +158,9 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
     def _update_title(self) -> None:
         running = sum(1 for j in self.jobs if j.running)
         drives = sum(len(self.drives.get(name, ())) for name in self.sessions)
-        title = f"{len(self.sessions)} QEMU · {drives} drives · {running} jobs"
+        down = sum(1 for s in self.sessions.values() if not s.connected)
+        title = f"{len(self.sessions)} QEMU" + (f" ({down} not connected)" if down else "")
+        title += f" · {count(drives, 'drive')} · {count(running, 'job')}"
         if self.sub_title != title:
             self.sub_title = title
 
@@ -178,6 +184,18 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         self.query_one("#graph", ChainGraph).set_drive(self.selected_drive())
         self._refresh_keys()
 
+    def _chain_title(self, drive: Drive) -> None:
+        """The chain box's title: which drive of which QEMU, and whether this is the chain as last seen."""
+        sess = self.sessions.get(drive.session)
+        title = f"Chain of {drive.name} on {drive.session} · {count(len(drive.images), 'image')}"
+        if sess is not None and not sess.connected:
+            title += f" · ✗ {sess.state.value}: as last seen"
+        elif any(img.partial for img in drive.images):
+            title += " · reading details from QEMU…"
+        box = self.query_one("#chain-box")
+        if box.border_title != title:
+            box.border_title = title
+
     def on_chain_graph_highlighted(self, message: ChainGraph.Highlighted) -> None:
         img = message.image
         drive = message.graph.drive
@@ -189,10 +207,7 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
             if box.border_title != "Chain":
                 box.border_title = "Chain"
             return
-        loading = " · reading details from QEMU…" if img.partial else ""
-        title = f"Chain of {drive.name} on {drive.session} · {len(drive.images)} images{loading}"
-        if box.border_title != title:
-            box.border_title = title
+        self._chain_title(drive)
         if img.provisional:  # never shown like a name QEMU gave
             details.show(f"[i]{escape(img.filename)}[/i] · unconfirmed: matched from the files QEMU has open · "
                          f"node {escape(img.node_name)}")
