@@ -77,6 +77,11 @@ class Drive:
         return (self.session, self.name)
 
     @property
+    def where(self) -> str:
+        """``virtio-disk0 @ vm1``: the drive and its QEMU, as dialogs and confirmations name them."""
+        return f"{self.name} @ {self.session}"
+
+    @property
     def active(self) -> Image:
         return self.images[-1]
 

@@ -70,7 +70,7 @@ class OperationKeys(_Base):
         shared = describe_dependents(graph, shared_with_others(graph, drive, drive_keys(drive)[0]))
         self._open(
             PlanDialog(
-                f"Merge (block-stream) on {drive.name} @ {drive.session}",
+                f"Merge (block-stream) on {drive.where}",
                 lambda v: self.chain_app.hub.planner(drive).plan_stream(self._now(drive), base, v["speed"], job_id, shared=shared),
                 [("speed", "Speed limit", self._speed_input())],
                 intro=(
@@ -117,7 +117,7 @@ class OperationKeys(_Base):
             fields.append(("override", "Shared base", Checkbox(f"commit anyway: {'this image' if n == 1 else f'these {n} images'} will see changed data")))
         self._open(
             PlanDialog(
-                f"Commit (block-commit) into {img.label} on {drive.name} @ {drive.session}",
+                f"Commit (block-commit) into {img.label} on {drive.where}",
                 lambda v: self.chain_app.hub.planner(drive).plan_commit(
                     self._now(drive), img.node_name, v["top"], v["speed"], job_id, shared=shared, override=bool(v.get("override"))
                 ),
@@ -165,7 +165,7 @@ class OperationKeys(_Base):
         ]
         self._open(
             PlanDialog(
-                f"Mirror (live migration) of {drive.name} @ {drive.session}",
+                f"Mirror (live migration) of {drive.where}",
                 lambda v: self.chain_app.hub.planner(drive).plan_mirror(
                     self._now(drive), v["target"], v["format"], v["sync"], v["speed"], job_id, mode=v["mode"] or "absolute-paths",
                     copy_mode=None if v["copy_mode"] in (None, "background") else v["copy_mode"],
@@ -194,7 +194,7 @@ class OperationKeys(_Base):
         fields.append(("speed", "Speed limit", self._speed_input()))
         self._open(
             PlanDialog(
-                f"Live copy of {drive.name} @ {drive.session}",
+                f"Live copy of {drive.where}",
                 lambda v: self.chain_app.hub.planner(drive).plan_copy(
                     self._now(drive), v["target"], v["method"], v["format"], v["speed"], job_id,
                     hub.new_node_name(v["target"] or "copy", drive), in_use=in_use,
@@ -214,7 +214,7 @@ class OperationKeys(_Base):
         in_use = self._in_use(drive)
         self._open(
             PlanDialog(
-                f"External snapshot of {drive.name} @ {drive.session}",
+                f"External snapshot of {drive.where}",
                 lambda v: self.chain_app.hub.planner(drive).plan_snapshot(
                     self._now(drive), v["target"], hub.new_node_name(v["target"] or "snap", drive), in_use=in_use
                 ),
@@ -230,7 +230,7 @@ class OperationKeys(_Base):
         if drive is None:
             return
         if not drive.leftovers:
-            self.notify(f"No leftover nodes on {drive.name} @ {drive.session}", severity="information")
+            self.notify(f"No leftover nodes on {drive.where}", severity="information")
             return
         leftover = drive.leftovers[0]
         address = self.sessions[drive.session].address_text
@@ -243,7 +243,7 @@ class OperationKeys(_Base):
             f"[dim]QMP[/dim] {escape(line)}" for line in plan.qmp_json().splitlines()
         )
         self.app.push_screen(
-            ConfirmDialog(f"Close {', '.join(leftover.nodes)} on {drive.name} @ {drive.session}?", body,
+            ConfirmDialog(f"Close {', '.join(leftover.nodes)} on {drive.where}?", body,
                           yes="Close (blockdev-del)", no="Keep open"),
             lambda ok: ok and self.chain_app.launch(plan),
         )
