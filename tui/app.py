@@ -25,7 +25,7 @@ from .backend.hub import DrivesChanged, Hub, JobsChanged, LogEntry, SessionChang
 from .backend.jobs import Job
 from .backend.lab import Lab
 from .backend.state import OwnedJobs
-from .backend.fmt import clock_text, human_size
+from .backend.fmt import clock_text, count, human_size
 from .backend.plan import Plan
 from .backend.usage import Usage
 from .keys import MAIN_KEYS, Key
@@ -184,7 +184,7 @@ class ChainApp(App[int]):
         async def run() -> None:
             gone = await self.hub.dismiss_finished()
             extra = f"; {kept} failed/cancelled/lost kept: dismiss each with d" if kept else ""
-            self.notify(f"Dismissed {len(gone)} finished job{'s' if len(gone) != 1 else ''}{extra}")
+            self.notify(f"Dismissed {count(len(gone), 'finished job')}{extra}")
 
         self.run_worker(run(), exit_on_error=False, group="jobs")
 
@@ -214,7 +214,7 @@ class ChainApp(App[int]):
         async def delete(chosen) -> None:  # type: ignore[no-untyped-def]
             deleted, refused = await self.usage.delete(chosen)
             freed = human_size(sum(c.size for c in deleted))
-            text = f"deleted {len(deleted)} image{'s' if len(deleted) != 1 else ''}, freed {freed}"
+            text = f"deleted {count(len(deleted), 'image')}, freed {freed}"
             if refused:
                 text += "; kept " + ", ".join(f"{c.path} ({'; '.join(c.reasons)})" for c in refused)
             self.notify(text, title="Clean up", severity="warning" if refused else "information")

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from .changes import JobsChanged
 from .chain import Drive, JobTarget
-from .fmt import count
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
+from .fmt import count
 from .hub_job_control import JobControl
 from .job_tracker import JobTracker
 from .jobs import Job

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .changes import JobsChanged
 from .errors import ChainTuiError, NotConnected, QMPCommandError, ValidationError
+from .fmt import count
 from .job_tracker import JobTracker
 from .jobs import ENDED_STATES, Job
 
@@ -84,7 +85,7 @@ class JobControl:
             return f"{job.session} is no longer watched: nothing can reach {job.id}"
         if not sess.connected or job.lost:
             tries = self.retries.get(job.session, 0)
-            again = f", retried {tries} time{'s' if tries != 1 else ''}" if tries else ""
+            again = f", retried {count(tries, 'time')}" if tries else ""
             return (
                 f"{job.id} is lost: the connection to {job.session} is gone ({sess.last_error or sess.state.value}"
                 f"{again}); nothing can reach the job until QEMU answers again"

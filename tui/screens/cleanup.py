@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from ..backend.fmt import human_size
+from ..backend.fmt import count, human_size
 from ..backend.deletion import Candidate
 
 
@@ -19,7 +19,7 @@ def cleanup_text(candidates: list[Candidate]) -> str:
     lines: list[str] = []
     if ok:
         total = sum(c.size for c in ok)
-        lines.append(f"[b]Delete {len(ok)} image{'s' if len(ok) != 1 else ''}[/b] (frees {human_size(total)}):")
+        lines.append(f"[b]Delete {count(len(ok), 'image')}[/b] (frees {human_size(total)}):")
         lines += [f"  {escape(c.path)}  [b]{human_size(c.size)}[/b]  [dim]{escape(c.left)}[/dim]" for c in ok]
     else:
         lines.append("[b]Nothing can be deleted safely.[/b]")

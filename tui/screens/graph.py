@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ..backend.fmt import human_size
+from ..backend.fmt import count, human_size
 from ..backend.image_graph import drive_keys
 from ..keys import graph_bindings, graph_key_line
 from ..messages import DrivesUpdated, UsageUpdated
@@ -114,7 +114,7 @@ class GraphScreen(Screen[None]):
         on_disk = [c for c in kids if not graph.nodes[c].in_use]
         backing = graph.nodes[node.backing].label if node.backing in graph.nodes else (
             os.path.basename(node.backing) + " (not scanned)" if node.backing else "none")
-        overlays = (f"{len(kids)} overlay{'s' if len(kids) != 1 else ''} ({len(on_disk)} on disk only)"
+        overlays = (f"{count(len(kids), 'overlay')} ({len(on_disk)} on disk only)"
                     if kids else "no overlays")
         details.show(
             f"[b]{escape(name)}[/b] · {escape(size)}\n"
