@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backend import ImageUser, image_users_of
+from .chain import Drive
 from .deletion import Candidate, chain_directories, deletion_checks, live_state, user_chains, user_directories
 from .disk_scan import DiskScanner, ScanResult
 from .image_graph import ImageGraph, drive_keys
@@ -71,8 +72,9 @@ class Usage:
         self._others_task: asyncio.Future[None] | None = None
         hub.subscribe(self._on_hub)
         for d in hub.all_drives():  # the chains as they are now: what leaves them later is a leftover
-            if not any(img.partial for img in d.images):
-                self._chains[d.key] = {k for k in drive_keys(d) if k.startswith("/")}
+            keys = _chain_files(d)
+            if keys is not None:
+                self._chains[d.key] = keys
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -201,9 +203,9 @@ class Usage:
         left_now: list[tuple[str, list[str]]] = []
         drives = self.hub.drives.get(session, [])
         for d in drives:
-            if any(img.partial for img in d.images):
+            keys = _chain_files(d)
+            if keys is None:
                 continue
-            keys = {k for k in drive_keys(d) if k.startswith("/")}
             old = self._chains.get(d.key)
             self._chains[d.key] = keys
             for k in keys:
@@ -260,3 +262,10 @@ class Usage:
         if deleted:
             self._changed()
         return deleted, refused
+
+
+def _chain_files(drive: Drive) -> set[str] | None:
+    """The image files of a drive's chain (graph keys that are paths); None while its details are read."""
+    if any(img.partial for img in drive.images):
+        return None
+    return {k for k in drive_keys(drive) if k.startswith("/")}
