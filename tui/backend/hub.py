@@ -86,7 +86,7 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         self._held_pauses: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.folded_pauses: dict[tuple[str, str], int] = {}
         self._address_watches: list[Callable[[], Awaitable[None]]] = []  # groups that can grow
-        self._appearing: set[str] = set()
+        self._appearing: dict[str, asyncio.Task[None]] = {}  # address -> its opening (a reference kept)
         self._closed = False
 
     # -- listeners -------------------------------------------------------
@@ -145,7 +145,6 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         if self._closed or address in self._appearing or any(
                 s.address_text == address for s in self.sessions.values()):
             return
-        self._appearing.add(address)
 
         async def add() -> None:
             try:
@@ -154,9 +153,9 @@ class Hub(HubCommands, JobFeed, StructureWatch):
             except ChainTuiError as exc:
                 self.note(f"{address} started but could not be opened: {exc}", "", "warning")
             finally:
-                self._appearing.discard(address)
+                self._appearing.pop(address, None)
 
-        asyncio.create_task(add(), name=f"appeared {address}")
+        self._appearing[address] = asyncio.create_task(add(), name=f"appeared {address}")
 
     async def _start(self, session: Backend) -> Backend:
         base, n = session.name, 2
@@ -265,8 +264,8 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         for handle in self._held_pauses.values():
             handle.cancel()
         self._held_pauses.clear()
-        tasks = [t for t in (self._ticker, *self._refreshers.values(), self._watcher, *self._checks.values())
-                 if t is not None]
+        tasks = [t for t in (self._ticker, *self._refreshers.values(), self._watcher, *self._checks.values(),
+                             *self._appearing.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
