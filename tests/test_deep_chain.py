@@ -22,7 +22,7 @@ from tui.backend.block_graph import _Graph, backends_named_by_id, build_drives, 
 from tui.backend.lab import Lab, LabQemu
 from tui.backend.session import QemuSession
 
-from .conftest import MiB, connect, wait_for
+from .conftest import MiB
 
 DATA = Path(__file__).parent / "data"
 RECORDED = sorted(DATA.glob("qemu*/*.json"))

@@ -49,7 +49,7 @@ from tui.screens.picker import PickerScreen
 from tui.screens.traffic import TrafficScreen
 from tui.widgets import JobsPanel
 
-from .uihelp import FIXED_CLOCK, MiB, graph, main, problem, until
+from .uihelp import FIXED_CLOCK, MiB, graph, main, problem, record_notices, until
 
 LAB_PARENT = "/tmp"  # not $TMPDIR: the lab's path must have the same length on every machine
 LAB_PREFIX = "chaintui-"
@@ -105,7 +105,6 @@ class PictureApp(ChainApp):
         self.picture_lab = lab
         self.after_picture: list[Callable[[], None]] = []
         self.markdown_loaded: set[str | None] = set()
-        self.notices: list[tuple[str, str]] = []  # what the app told the operator
 
     def on_markdown_table_of_contents_updated(self, event: Markdown.TableOfContentsUpdated) -> None:
         self.markdown_loaded.add(event.markdown.id)  # Markdown says so once all its blocks are mounted
@@ -115,7 +114,6 @@ class PictureApp(ChainApp):
             event.widget.cursor_blink = False  # the cursor shows, steadily
 
     def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:  # type: ignore[no-untyped-def, override]
-        self.notices.append((str(message), severity))
         super().notify(message, title=title, severity=severity, timeout=3600, markup=markup)
 
     def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
@@ -182,7 +180,9 @@ def make_app(lab: PictureLab, n: int = 4, drives: int = 1) -> PictureApp:
         paths = lab.make_chain(n, 64 * MiB, prefix="" if i == 0 else f"vm{i}-", absolute=True, data=n < 20)
         tops.append(paths[-1])
     q = lab.start(tops, named_nodes=True)
-    return PictureApp(lab, [str(q.qmp)])
+    app = PictureApp(lab, [str(q.qmp)])
+    record_notices(app)  # what the app told the operator: app.notices
+    return app
 
 
 def session(app: ChainApp) -> str:
