@@ -142,3 +142,28 @@ def test_convergence_from_samples():
     assert k.convergence(window=10).converging
     # too early to say
     assert Job(id="o", session="q", type="mirror").convergence() is None
+
+
+def test_mirror_counting_its_work_at_start_is_not_flagged():
+    """QEMU reports a mirror as offset 0, len 0 before it has counted the disk (seen under load):
+    the jump to the disk's size is not the guest writing (a false "speed limit holds the copy back")."""
+    t = JobTracker()
+    mib = 1 << 20
+
+    def poll(now: float, offset: int, length: int) -> None:
+        t.on_poll("q", [{"device": "m", "type": "mirror", "offset": offset, "len": length, "speed": 4 * mib,
+                         "status": "running", "ready": False}], [], now=now)
+
+    poll(0.0, 0, 0)
+    assert t.get("q", "m").convergence(window=2) is None
+    for step in range(1, 20):
+        now = step * 0.1
+        poll(now, 16 * mib + int(now * 4 * mib), 96 * mib)
+        c = t.get("q", "m").convergence(window=2)
+        assert c is None or c.converging, (now, c)
+    # QEMU still at 0/0 after a whole window: too early to say, not "all copied and not ready"
+    u = JobTracker()
+    for step in range(25):
+        u.on_poll("q", [{"device": "m", "type": "mirror", "offset": 0, "len": 0, "speed": 4 * mib,
+                         "status": "running", "ready": False}], [], now=step * 0.1)
+    assert u.get("q", "m").convergence(window=2) is None

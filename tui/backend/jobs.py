@@ -181,7 +181,9 @@ class Job:
         t_end, off_end, len_end = s[-1]
         start = None
         for t, off, ln in s:
-            if t_end - t <= window:
+            # len 0: QEMU has not counted the work yet (a mirror's first moments).  Its jump to the
+            # disk's size is not the guest writing.
+            if t_end - t <= window and ln > 0:
                 start = (t, off, ln)
                 break
         if start is None:
