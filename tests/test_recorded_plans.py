@@ -139,3 +139,38 @@ def test_a_busy_recorded_drive_is_refused_by_both_backends(qemu):
         ops.plan_stream(busy, None, 0, "s")
     with pytest.raises(ValidationError, match="one block job per disk"):
         libvirt(drives).plan_stream(busy, None, 0, "s")
+
+
+async def test_answers_read_while_a_job_ended_are_read_again():
+    """A stream ended between chaintui's reads of the graph and of the node list (recorded on QEMU 7.2,
+    ``tests/data/races``): built together they gave virtio-disk0 twice (``virtio-disk0(#block3453)``),
+    a name the stream's card then kept.  Answers that disagree are read again."""
+    from tui.backend import qmp_read
+
+    race = json.loads((DATA / "races" / "drive_vm_stream_end.json").read_text())
+    clean = json.loads((DATA / "qemu7" / "drive_vm.json").read_text())
+    assert not qmp_read._agree(race["graph"], race["named"], race["exports"])
+    assert qmp_read._agree(clean["graph"], clean["named"], clean["exports"])
+
+    class Recorded:
+        """Answers as QEMU gave them: the race first, a quiet read after."""
+
+        name = "vm"
+
+        def __init__(self) -> None:
+            self.rounds = [race, clean]
+            self.asked: list[str] = []
+
+        async def execute(self, cmd: str, args: dict | None = None):
+            self.asked.append(cmd)
+            answers = self.rounds[0] if cmd != "query-block-exports" or len(self.rounds) == 1 else self.rounds.pop(0)
+            return {"x-debug-query-block-graph": lambda: answers["graph"],
+                    "query-named-block-nodes": lambda: answers["named"],
+                    "query-block-exports": lambda: answers["exports"],
+                    "qom-list": lambda: [{"name": d, "type": "child<virtio-blk-pci>"} for d in answers["devices"]],
+                    "qom-get": lambda: answers["devices"][args["path"].rsplit("/", 1)[1]]}[cmd]()
+
+    session = Recorded()
+    drives, _ = await qmp_read.read_drives(session)
+    assert [d.name for d in drives] == ["virtio-disk0", "virtio-disk1"]
+    assert session.asked.count("x-debug-query-block-graph") == 2

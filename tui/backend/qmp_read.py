@@ -57,6 +57,9 @@ async def read_device_drives(session: Any) -> dict[str, str]:
     return drives
 
 
+READ_TRIES = 3  # reads of a graph that changed while it was being read (a job ending between the answers)
+
+
 async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple[list[Drive], list[JobTarget]]:
     """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
 
@@ -64,7 +67,24 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
     with ``partial`` set); ask again for the details.  When QEMU runs on this host the
     sketch's file names come from the files it has open, marked ``provisional``
     (:mod:`tui.backend.disk_names`).
+
+    The answers are separate commands: a job that ends between them leaves a graph with
+    its filter and a node list without (so the filter reads as an image, and the drive
+    came out twice under one name).  Answers that disagree are read again.
     """
+    for attempt in range(READ_TRIES):
+        answers = await _read_answers(session, cache)
+        if attempt == READ_TRIES - 1 or _agree(*answers[:3]):
+            break
+    graph, named, exports, devices, guess = answers
+    drives, targets = build_drives(session.name, graph, named or [], devices, exports)
+    if guess is not None:
+        drives = disk_names.with_names(drives, await guess)
+    return drives, targets
+
+
+async def _read_answers(session: Any, cache: NodeInfoCache | None) -> tuple[Any, ...]:
+    """The graph, node details, exports, devices' drives and (for a sketch) a file-name guess."""
     pid = getattr(session, "peer_pid", None)
     opened: asyncio.Future[Any] | None = None
     if cache is not None and cache.signature is None and pid is not None:
@@ -80,7 +100,7 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
         names = {n["name"] for n in graph.get("nodes", []) if n.get("type") == "block-driver" and n.get("name")}
         now = time.monotonic()
         if cache.sketch_first(names, graph):
-            named = []
+            named = None  # nothing to compare: a sketch
             if opened is not None:
                 guess = asyncio.ensure_future(_match(graph, opened))
         elif cache.wants_query(names, now):
@@ -92,10 +112,15 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
         exports = await session.execute("query-block-exports")
     except Exception:  # noqa: BLE001 - older QEMU without exports
         exports = []
-    drives, targets = build_drives(session.name, graph, named, devices, exports)
-    if guess is not None:
-        drives = disk_names.with_names(drives, await guess)
-    return drives, targets
+    return graph, named, exports, devices, guess
+
+
+def _agree(graph: dict[str, Any], named: list[dict[str, Any]] | None, exports: list[dict[str, Any]]) -> bool:
+    """Whether the answers describe one graph: the same image nodes, exports on nodes it has."""
+    nodes = {n.get("name") for n in graph.get("nodes", []) if n.get("type") == "block-driver"}
+    if named is not None and {n.get("node-name") for n in named} != nodes:
+        return False
+    return all(e.get("node-name") in nodes for e in exports if e.get("node-name"))
 
 
 async def _match(graph: dict[str, Any], opened: asyncio.Future[Any]) -> dict[str, str]:
