@@ -42,7 +42,7 @@ BUILDERS = {
     ("tui.backend.qmp_read", "read_graph"): {"x-debug-query-block-graph"},
     ("tui.backend.qmp_read", "read_named_nodes"): {"query-named-block-nodes"},
     ("tui.backend.qmp_read", "read_device_drives"): {"qom-list", "qom-get"},
-    ("tui.backend.qmp_read", "read_drives"): {"query-block-exports"},
+    ("tui.backend.qmp_read", "read_exports"): {"query-block-exports"},
     ("tui.backend.qmp_read", "read_jobs"): {"query-block-jobs", "query-jobs"},
     # the embedded lab's own monitor (demo and tests), not the app's
     ("tui.backend.lab_qemu", "_quit"): {"quit"},

@@ -108,11 +108,15 @@ async def _read_answers(session: Any, cache: NodeInfoCache | None) -> tuple[Any,
         else:
             named = cache.cached(names)
     devices = await read_device_drives(session) if backends_named_by_id(graph) else {}
+    return graph, named, await read_exports(session), devices, guess
+
+
+async def read_exports(session: Any) -> list[dict[str, Any]]:
+    """The block exports (NBD, ...) and the node each serves."""
     try:
-        exports = await session.execute("query-block-exports")
+        return await session.execute("query-block-exports")
     except Exception:  # noqa: BLE001 - older QEMU without exports
-        exports = []
-    return graph, named, exports, devices, guess
+        return []
 
 
 def _agree(graph: dict[str, Any], named: list[dict[str, Any]] | None, exports: list[dict[str, Any]]) -> bool:
