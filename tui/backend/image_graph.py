@@ -28,11 +28,18 @@ class LiveUse:
     read_only: bool
     active: bool
     job: str | None = None
+    seen: str | None = None  # its QEMU is not connected ("lost", "stopped"): the use as last seen
 
     @property
     def text(self) -> str:
         mode = "rw" if not self.read_only else "ro"
-        return f"{self.drive}@{self.session} {mode}" + (" active" if self.active else "")
+        text = f"{self.drive}@{self.session} {mode}" + (" active" if self.active else "")
+        return text if self.seen is None else f"{text} (✗ {self.seen}: as last seen)"
+
+    @property
+    def current(self) -> bool:
+        """Known now (its QEMU is connected), not as last seen."""
+        return self.seen is None
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class OtherUse:
     user: ImageUser
     top: bool  # the disk's own source (else an image of its backing chain)
     active: ClassVar[bool] = False  # as LiveUse's: no drive shown here writes through it
+    current: ClassVar[bool] = True
     job: ClassVar[str | None] = None
 
     @property
@@ -69,7 +77,8 @@ class GraphNode:
 
     @property
     def active(self) -> bool:
-        return any(u.active for u in self.live)
+        """The image a connected QEMU's guest writes (a lost QEMU's, as last seen, is not known)."""
+        return any(u.active and u.current for u in self.live)
 
 
 def image_key(session: str, img: Image) -> str:
@@ -97,14 +106,37 @@ class ImageGraph:
         targets: Iterable[tuple[str, JobTarget]] = (),
         disk: dict[str, DiskImage] | None = None,
         others: Iterable[ImageUser] = (),
+        not_connected: dict[str, str] | None = None,
     ) -> ImageGraph:
+        """``not_connected``: sessions whose QEMU is not connected now, and their state ("lost",
+        "stopped"); their drives are shown as last seen."""
         g = cls()
         g._add_on_disk(disk or {})
-        g._add_drives(drives)
+        g._add_drives(drives, not_connected or {})
         g._add_targets(targets)
         g._add_others(others)
+        g._distinct_labels()
         g._link()
         return g
+
+    def _distinct_labels(self) -> None:
+        """Files of one name in different directories (``vm1/disk.qcow2``, ``vm2/disk.qcow2``) are
+        labelled with as many of their directories as tell them apart."""
+        by_label: dict[str, list[str]] = {}
+        for key, node in self.nodes.items():
+            if key.startswith("/") and node.label == os.path.basename(key):
+                by_label.setdefault(node.label, []).append(key)
+        for keys in by_label.values():
+            if len(keys) < 2:
+                continue
+            parts = {k: k.strip("/").split("/") for k in keys}
+            depth = 2
+            while depth < max(len(p) for p in parts.values()):
+                if len({"/".join(p[-depth:]) for p in parts.values()}) == len(keys):
+                    break
+                depth += 1
+            for k, p in parts.items():
+                self.nodes[k].label = "/".join(p[-depth:])
 
     def _add_on_disk(self, disk: dict[str, DiskImage]) -> None:
         """The images found on disk, keyed by real path."""
@@ -113,10 +145,11 @@ class ImageGraph:
                 path, os.path.basename(path), d.format, d.virtual_size, d.actual_size, d.backing, on_disk=True
             )
 
-    def _add_drives(self, drives: Iterable[Drive]) -> None:
+    def _add_drives(self, drives: Iterable[Drive], not_connected: dict[str, str]) -> None:
         """Every open drive's chain: QEMU's word on format, sizes and backing wins over the scan's."""
         nodes = self.nodes
         for drive in drives:
+            seen = not_connected.get(drive.session)
             keys = drive_keys(drive)
             for i, (img, key) in enumerate(zip(drive.images, keys)):
                 node = nodes.get(key)
@@ -131,7 +164,7 @@ class ImageGraph:
                 node.backing = keys[i - 1] if i > 0 else (node.backing if node.on_disk and img.backing_file else None)
                 node.live.append(
                     LiveUse(drive.session, drive.name, img.node_name, img.read_only and i < len(keys) - 1,
-                            i == len(keys) - 1, img.job)
+                            i == len(keys) - 1, img.job, seen)
                 )
 
     def _add_targets(self, targets: Iterable[tuple[str, JobTarget]]) -> None:

@@ -173,7 +173,8 @@ class Usage:
     def graph(self) -> ImageGraph:
         targets = [(s, t) for s, ts in self.hub.targets.items() for t in ts]
         disk = self.state.result.images if self.state.result else {}
-        return ImageGraph.build(self.hub.all_drives(), targets, disk, self.other_users())
+        not_connected = {name: sess.state.value for name, sess in self.hub.sessions.items() if not sess.connected}
+        return ImageGraph.build(self.hub.all_drives(), targets, disk, self.other_users(), not_connected)
 
     # -- leftovers -------------------------------------------------------
     def _on_hub(self, change: Any) -> None:

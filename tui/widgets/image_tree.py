@@ -272,7 +272,8 @@ class ImageTree(ScrollView, can_focus=True):
             for i, use in enumerate(users[:3]):
                 if i:
                     segs.append(Segment(", ", st("image-tree--meta")))
-                segs.append(Segment(use.text, st("image-tree--active") if use.active else st("image-tree--label")))
+                now = use.active and use.current
+                segs.append(Segment(use.text, st("image-tree--active") if now else st("image-tree--label")))
                 if use.job:
                     segs.append(Segment(f" ⚙ {use.job}", st("image-tree--job")))
             if len(users) > 3:
