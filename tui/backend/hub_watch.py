@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .changes import DrivesChanged, JobsChanged
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BIG_GRAPH = 1000  # nodes (about 500 images): looked at every other round of the watch
+OWN_CHANGE = 10.0  # seconds: a chain change this soon after chaintui's own command or job is not "outside"
 
 
 class StructureWatch:
@@ -43,6 +45,7 @@ class StructureWatch:
     _refreshers: dict[str, asyncio.Task[None]]
     _refresh_dirty: set[str]
     _checks: dict[str, asyncio.Task[None]]
+    log: Any
 
     if TYPE_CHECKING:  # the Hub's own
 
@@ -79,8 +82,10 @@ class StructureWatch:
         """Re-read the block graph of one session now."""
         sess = self.sessions[session]
         cache = self.node_info.setdefault(session, NodeInfoCache())
-        before = {d.name: [i.node_name for i in d.images] for d in self.drives.get(session, [])}
+        old = self.drives.get(session, [])
+        before = {d.name: [i.node_name for i in d.images] for d in old}
         drives, targets = await sess.read_drives(cache)
+        self._note_chain_changes(session, old, drives)
         self.drives[session] = drives
         self.targets[session] = targets
         changed: list[Job] = []
@@ -112,6 +117,37 @@ class StructureWatch:
         if any(img.partial for d in drives for img in d.images):
             self.schedule_refresh(session)  # a sketch: now the details
         return drives
+
+    def _note_chain_changes(self, session: str, old: list[Drive], new: list[Drive]) -> None:
+        """A log line for each drive whose chain (its files) changed, saying so when nothing chaintui
+        sent or ran explains it: another client of this QEMU did it."""
+        was = {d.name: d for d in old}
+        for drive in new:
+            before = was.get(drive.name)
+            if before is None or any(i.partial for i in (*before.images, *drive.images)):
+                continue  # new, or a sketch whose names come later: no change to tell
+            then, now = [i.label for i in before.images], [i.label for i in drive.images]
+            if then == now:
+                continue
+            text = f"{drive.name}: chain now {' → '.join(now)} (was {' → '.join(then)})"
+            if not self._own_change(session):
+                text += ": changed outside chaintui"
+            self.note(text, session, "event")
+
+    def _own_change(self, session: str) -> bool:
+        """Whether chaintui sent a command to this QEMU, or one of its jobs there ran, in the last
+        OWN_CHANGE seconds (a chain change then may be its own)."""
+        wall = time.time()
+        for entry in reversed(self.log):
+            if wall - entry.when > OWN_CHANGE:
+                break
+            if entry.session == session and entry.kind == "action" and isinstance(entry.data, dict):
+                return True  # a command sent (Hub.execute records what it sent)
+        mono = time.monotonic()
+        return any(
+            job.started_by_us and (not job.finished or mono - (job.ended_at or mono) <= OWN_CHANGE)
+            for job in self.tracker.for_session(session)
+        )
 
     # -- watching for changes made by others -----------------------------
     def _ensure_watcher(self, session: str) -> None:
