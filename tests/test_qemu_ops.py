@@ -113,6 +113,8 @@ async def test_active_commit_ready_then_finish(lab, hub: Hub, kind):
     job = await hub.wait_job(s, job.id, lambda j: j.finished)
     assert job.outcome == "completed: drive switched to the base"
     assert await chain_of(hub, s) == ["A.qcow2", "B.qcow2"]
+    # QEMU says ready twice (JOB_STATUS_CHANGE, BLOCK_JOB_READY): the log says it once
+    assert [e.text for e in hub.log if e.text == f"job {job.id}: ready" and not e.quiet] == [f"job {job.id}: ready"]
     await finish(hub, q)
     same(lab, paths[1], ref)
 

@@ -35,6 +35,7 @@ class LogEntry:
     kind: str = "info"  # info, action, event, error, warning
     when: float = field(default_factory=time.time)
     data: Any = None
+    quiet: bool = False  # kept (the job's QMP traffic), not a line of the event log: it repeats the one before
 
 
 Change = SessionChanged | DrivesChanged | JobsChanged | LogEntry

@@ -23,7 +23,7 @@ from .audit import AuditLog
 from .backend import Backend, open_backends, watch_address
 from .changes import Change, DrivesChanged, JobsChanged, Listener, LogEntry, SessionChanged
 from .chain import Drive, JobTarget, NodeInfoCache
-from .errors import ChainTuiError, ConnectFailed
+from .errors import ChainTuiError, ConnectFailed, NoMembers
 from .hub_commands import HubCommands
 from .hub_feed import JobFeed
 from .hub_watch import StructureWatch
@@ -85,6 +85,7 @@ class Hub(HubCommands, JobFeed, StructureWatch):
         # and dropped when the job resumes at once (counted per job, said once)
         self._held_pauses: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.folded_pauses: dict[tuple[str, str], int] = {}
+        self._ready_logged: set[tuple[str, str]] = set()  # jobs whose "ready" one of QEMU's two events told
         self._address_watches: list[Callable[[], Awaitable[None]]] = []  # groups that can grow
         self._appearing: dict[str, asyncio.Task[None]] = {}  # address -> its opening (a reference kept)
         self._closed = False
@@ -115,14 +116,28 @@ class Hub(HubCommands, JobFeed, StructureWatch):
 
         An address that names several groups (a libvirt URI: one per domain) returns the first;
         :meth:`connect` returns them all."""
-        return (await self.connect(address, name, reconnect=reconnect))[0]
+        found = await self.connect(address, name, reconnect=reconnect)
+        if not found:
+            raise NoMembers(f"{address}: nothing running to watch yet")
+        return found[0]
 
     async def connect(self, address: str, name: str | None = None, *, reconnect: bool = True) -> list[Backend]:
         """Connect to every backend an address names (a QMP socket, a libvirt URI's domains).
 
         Of several, one that cannot be opened (a domain that stopped meanwhile) is said and left out;
         members that appear later (a domain started afterwards) are added as they come."""
-        backends = await open_backends(address, name, reconnect=reconnect)
+        try:
+            backends = await open_backends(address, name, reconnect=reconnect)
+        except NoMembers as exc:
+            if not reconnect or self.watch_interval <= 0 or self._closed:
+                raise
+            # a URI with no domain running yet: each one that starts is shown (as when some ran)
+            stop = await watch_address(address, self._appeared)
+            if stop is None:
+                raise
+            self._address_watches.append(stop)
+            self.note(f"{exc}: waiting; a domain that starts is shown", "", "warning")
+            return []
         started: list[Backend] = []
         for session in backends:
             try:

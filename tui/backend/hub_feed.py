@@ -34,6 +34,7 @@ class JobFeed:
     _tick: int
     _held_pauses: dict[tuple[str, str], asyncio.TimerHandle]
     folded_pauses: dict[tuple[str, str], int]
+    _ready_logged: set[tuple[str, str]]
 
     if TYPE_CHECKING:  # the Hub's own
 
@@ -54,6 +55,7 @@ class JobFeed:
         if name.startswith("BLOCK_JOB") or name == "JOB_STATUS_CHANGE":
             entry = LogEntry(_describe_event(name, data), session.name, "event", data=event)
             if not self._fold_transient_pause(session.name, name, data, entry):
+                entry.quiet = self._told_ready(session.name, name, data)
                 self._emit(entry)
             changed = self.tracker.on_event(session.name, event)
             changed += [j for j in self._apply_owned(session.name) if j not in changed]
@@ -112,6 +114,24 @@ class JobFeed:
                     "further ones are not logged)", session, "event", data=entry.data,
                 ))
             return True
+        return False
+
+    def _told_ready(self, session: str, name: str, data: dict[str, Any]) -> bool:
+        """QEMU says "ready" twice: JOB_STATUS_CHANGE, then BLOCK_JOB_READY.  True for the second
+        (kept for the job's traffic, not shown in the log again); a job ready again after standby
+        has only the first."""
+        if name == "JOB_STATUS_CHANGE":
+            key = (session, str(data.get("id")))
+            if data.get("status") == "ready":
+                self._ready_logged.add(key)
+            else:
+                self._ready_logged.discard(key)
+            return False
+        if name == "BLOCK_JOB_READY":
+            key = (session, str(data.get("device") or data.get("id")))
+            if key in self._ready_logged:
+                self._ready_logged.discard(key)
+                return True
         return False
 
     def _release_pause(self, key: tuple[str, str], entry: LogEntry) -> None:

@@ -19,6 +19,8 @@ class EventLog(RichLog):
         self.clock = clock or clock_text
 
     def add(self, entry: LogEntry) -> None:
+        if entry.quiet:
+            return
         line = Text.assemble(
             (self.clock(entry.when) + " ", "dim"),
             (f"{entry.session or '-':<10} ", "dim"),
