@@ -14,6 +14,7 @@ import pytest
 
 from tui.backend import jobs as jobs_module
 from tui.backend import ops
+from tui.backend.fmt import parse_speed
 from tui.backend.job_tracker import JobTracker
 from tui.backend.jobs import Job
 from tui.screens.help import HelpScreen
@@ -220,7 +221,7 @@ async def test_throttled_mirror_with_a_quiet_guest_converges_and_its_rate_holds(
     async with running_app([str(q.qmp)]) as (app, pilot):
         target = lab.dir / "quiet.qcow2"
         s, j = await start_mirror(app, pilot, target, "4M")
-        rates, flagged, etas = [], [], []
+        rates, flagged, etas, shrinks = [], [], [], []
 
         def steps() -> int:
             return len({o for _, o in j.samples})
@@ -232,6 +233,8 @@ async def test_throttled_mirror_with_a_quiet_guest_converges_and_its_rate_holds(
             if steps() >= 3:
                 rates.append(j.rate)
                 etas.append(j.eta)
+            if m := re.search(r"left ▼ ([\d.]+ \w+)/s", main(app).query_one("#jobs", JobsPanel).text_of(j)):
+                shrinks.append(parse_speed(m.group(1).replace(" ", "")))
             return steps() >= 5 or j.ready
 
         await until(pilot, watch, timeout=90, what="five offset steps")
@@ -239,6 +242,7 @@ async def test_throttled_mirror_with_a_quiet_guest_converges_and_its_rate_holds(
         assert rates and min(rates) > 0, "the rate dropped to 0 between steps"
         assert max(rates) <= 4 * MiB * 1.01 and min(rates) >= 4 * MiB * 0.3, rates
         assert None not in etas
+        assert all(x <= 4 * MiB for x in shrinks), shrinks  # the bytes left never fall faster than the limit
         await press(pilot, "tab")
         await press(pilot, "u")
         await until(pilot, lambda: j.ready, timeout=60)

@@ -140,7 +140,12 @@ def _pace(job: Job, conv: Convergence | None) -> Pieces:
     pace.append((" " + sparkline(list(job.rate_history), 12), "spark"))
     if conv is not None:
         arrow = "▲" if conv.trend > 0 else ("▼" if conv.trend < 0 else "=")
-        text = f"  left {arrow} {human_size(abs(conv.trend))}/s"
+        shrink = abs(conv.trend)
+        if conv.trend < 0 and job.speed:
+            # a throttled copy goes in bursts: over a short window the bytes left can fall faster
+            # than the limit, never over time (shown no faster than the limit, as the rate is)
+            shrink = min(shrink, job.speed)
+        text = f"  left {arrow} {human_size(shrink)}/s"
         if conv.dirty_rate > 0:
             text += f", guest {human_size(conv.dirty_rate)}/s"
         pace.append((text, "warn" if not conv.converging else "muted"))
