@@ -6,13 +6,14 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
-from textual.widgets import Checkbox, Input, Select
+from textual.widgets import Input, Select
 
 from ..backend import ops, plan as plans, targets
 from ..backend.chain import Drive
 from ..backend.errors import ValidationError
 from ..backend.image_graph import describe_dependents, drive_keys, image_key, shared_with_others
 from ..widgets.path_input import PathInput
+from ..widgets.tick_box import TickBox
 from .dialogs import ConfirmDialog, PlanDialog
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class OperationKeys(_Base):
         fields = [("top", "Top", top_select), ("speed", "Speed limit", self._speed_input())]
         if shared:
             n = len(shared)
-            fields.append(("override", "Shared base", Checkbox(f"commit anyway: {'this image' if n == 1 else f'these {n} images'} will see changed data")))
+            fields.append(("override", "Shared base", TickBox(f"commit anyway: {'this image' if n == 1 else f'these {n} images'} will see changed data")))
         self._open(
             PlanDialog(
                 f"Commit (block-commit) into {img.label} on {drive.where}",

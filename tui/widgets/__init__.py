@@ -4,5 +4,6 @@ from .drives import DrivesPanel
 from .event_log import EventLog
 from .image_tree import ImageTree
 from .jobs import JobsPanel
+from .tick_box import TickBox
 
-__all__ = ["ChainGraph", "DetailsLine", "DrivesPanel", "EventLog", "ImageTree", "JobsPanel"]
+__all__ = ["ChainGraph", "DetailsLine", "DrivesPanel", "EventLog", "ImageTree", "JobsPanel", "TickBox"]
