@@ -18,7 +18,7 @@ import pytest
 from qemu.qmp import QMPClient
 
 from tui.backend import ops
-from tui.backend.errors import ConnectFailed
+from tui.backend.errors import ChainTuiError, ConnectFailed
 from tui.backend.hub import Hub
 from tui.backend.lab import Lab
 
@@ -88,6 +88,41 @@ async def test_socket_closing_during_greeting(tmp_path):
             await hub.add(str(path), reconnect=False)
     finally:
         await hub.close()
+        srv.close()
+
+
+async def test_a_message_qemu_sends_that_cannot_be_read_is_named_not_called_a_close(tmp_path):
+    """A server that greets, takes qmp_capabilities, then sends a line that is not JSON: the session
+    is lost, and its reason says the message could not be read (not "connection closed by QEMU")."""
+    from tui.backend.session import QemuSession, SessionState
+
+    path = tmp_path / "garbled.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, '
+                     b'"capabilities": []}}\r\n')
+        conn.recv(4096)  # qmp_capabilities
+        conn.sendall(b'{"return": {}}\r\n')
+        conn.recv(4096)  # the first command once connected: answered with a line that is not JSON
+        conn.sendall(b'{"return": this is not json}\r\n')
+        while conn.recv(4096):  # until the client hangs up
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    session = QemuSession(str(path), reconnect=False)
+    try:
+        await session.start()
+        with pytest.raises(ChainTuiError):
+            await session.execute("query-version")
+        await wait_for(lambda: session.state is SessionState.LOST, what="the session lost")
+        assert "could not be read" in session.last_error and "closed by QEMU" not in session.last_error
+    finally:
+        await session.close()
         srv.close()
 
 

@@ -115,6 +115,22 @@ def address_warning(address: str | tuple[str, int]) -> str | None:
     )
 
 
+def describe_disconnect(exc: BaseException) -> str:
+    """Why a connection that worked went away, for the operator (what qemu.qmp raises on disconnect)."""
+    root: BaseException = exc
+    while getattr(root, "exc", None) is not None and isinstance(root, QMPError):
+        root = root.exc  # type: ignore[attr-defined]
+    if isinstance(root, EOFError) or isinstance(root, asyncio.CancelledError):
+        return "connection closed by QEMU"
+    if isinstance(root, RecursionError):
+        return "QEMU's answer was nested too deeply to read (connection dropped)"
+    if isinstance(root, (ValueError, QMPError)):
+        return f"QEMU sent a message that could not be read ({type(root).__name__}: {root}); connection dropped"
+    if isinstance(root, OSError):
+        return f"connection error: {root.strerror or root}"
+    return f"connection closed ({type(root).__name__}: {root})"
+
+
 def describe_connect_error(exc: BaseException, address: str | tuple[str, int]) -> str:
     """One line for the operator about why a QMP socket could not be used."""
     where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
@@ -291,7 +307,7 @@ class QemuSession:
                 except BaseException as exc:  # noqa: BLE001 - the reason it went away
                     if isinstance(exc, asyncio.CancelledError) and self._closing:
                         pass
-                    self.last_error = "connection closed by QEMU"
+                    self.last_error = describe_disconnect(exc)
             if self._closing:
                 break
             self.last_error = self.last_error or "connection closed"
