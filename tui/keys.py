@@ -118,8 +118,13 @@ NAVIGATION = (
 PALETTE_ROW = ("`ctrl+p`", "command palette: every action by name")
 
 
+FOOTER_FIRST = ("help", "quit")  # the footer shows these first: on 80 columns it cannot show every key
+
+
 def main_bindings() -> list[Binding]:
-    return [k.binding() for k in MAIN_KEYS]
+    """The main screen's bindings in footer order: help and quit first (the others are in help)."""
+    first = [k for k in MAIN_KEYS if k.action in FOOTER_FIRST]
+    return [k.binding() for k in first + [k for k in MAIN_KEYS if k not in first]]
 
 
 def graph_bindings() -> list[Binding]:

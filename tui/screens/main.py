@@ -74,6 +74,17 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         self.update_jobs()
         for entry in self.chain_app.hub.log:  # what was said before this screen existed
             self.query_one("#log", EventLog).add(entry)
+        self._fit_footer()
+
+    def on_resize(self) -> None:
+        self._fit_footer()
+
+    def _fit_footer(self) -> None:
+        """Under 120 columns the footer drops its padding and the palette hint, to show more keys."""
+        footer = self.query_one(Footer)
+        narrow = self.size.width < 120
+        footer.compact = narrow
+        footer.show_command_palette = not narrow
         self.chain_app.send_snapshot(self)
 
     # -- backend changes -------------------------------------------------
