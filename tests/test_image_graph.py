@@ -157,6 +157,33 @@ async def test_shared_base_graph_and_commit_refused(lab, tmp_path):
         await hub.close()
 
 
+async def test_a_killed_qemus_images_are_shown_as_last_seen_not_in_use_now(lab):
+    """kill -9 of one QEMU: its images are not shown as written now ("rw active"): they say as
+    last seen; a commit into the shared base still counts them (the QEMU may come back)."""
+    base, b, c, vm2, idle, q1, q2 = shared_lab(lab)
+    hub = Hub(poll_interval=0.05)
+    try:
+        s1 = await connect(hub, q1)
+        s2 = await connect(hub, q2)
+        usage = Usage(hub)
+        graph = usage.graph()
+        assert graph.describe(str(vm2.resolve())) == f"drive0@{s2.name} rw active"
+        assert graph.nodes[str(vm2.resolve())].active
+        q2.kill()
+        await wait_for(lambda: not hub.sessions[s2.name].connected, what="qsd2 seen gone")
+        graph = usage.graph()
+        state = hub.sessions[s2.name].state.value
+        assert graph.describe(str(vm2.resolve())) == f"drive0@{s2.name} rw active (✗ {state}: as last seen)"
+        assert not graph.nodes[str(vm2.resolve())].active
+        assert graph.describe(str(c.resolve())) == f"drive0@{s1.name} rw active"
+        assert f"drive0@{s2.name} ro (✗ {state}: as last seen)" in graph.describe(str(base.resolve()))
+        drive = hub.drive(s1.name, "drive0")
+        shared = describe_dependents(graph, shared_with_others(graph, drive, image_key(s1.name, drive.base)))
+        assert any("vm2.qcow2" in t and "as last seen" in t for t in shared), shared
+    finally:
+        await hub.close()
+
+
 async def test_cleanup_after_merge_refuses_what_is_needed(lab, tmp_path):
     """After a merge: one still backing an overlay on disk, one open in another process, one a
     job's target are refused with the reason; the rest are deleted; every chain reads the same."""
@@ -238,6 +265,17 @@ async def test_deleting_checks_the_lock(lab):
     assert lock_problem(str(lone)) is None
 
 
+def test_images_of_one_name_in_different_directories_are_told_apart():
+    from tui.backend.disk_scan import DiskImage
+
+    paths = ["/srv/vm1/disk.qcow2", "/srv/vm2/disk.qcow2", "/a/x/b/d.qcow2", "/c/x/b/d.qcow2", "/srv/base.qcow2"]
+    disk = {p: DiskImage(p, "qcow2", MiB, None, None) for p in paths}
+    g = ImageGraph.build([], [], disk)
+    assert {k: n.label for k, n in g.nodes.items()} == {
+        "/srv/vm1/disk.qcow2": "vm1/disk.qcow2", "/srv/vm2/disk.qcow2": "vm2/disk.qcow2",
+        "/a/x/b/d.qcow2": "a/x/b/d.qcow2", "/c/x/b/d.qcow2": "c/x/b/d.qcow2", "/srv/base.qcow2": "base.qcow2"}
+
+
 def test_graph_unit_200_overlays_and_loop():
     from tui.backend.disk_scan import DiskImage
 
@@ -288,8 +326,12 @@ async def test_graph_screen_keys_commit_override_and_cleanup(lab, tmp_path, monk
         await press(pilot, "enter")
         assert isinstance(app.screen, PlanDialog)  # nothing started
         assert not any(e.kind == "action" for e in hub.log)
-        dlg.query_one("#field-override").value = True
+        box = dlg.query_one("#field-override")
+        # not ticked reads as not ticked without colour too: an empty box, not a dimmed X
+        assert box.render().plain.startswith("▐ ▌")
+        box.value = True
         await until(pilot, lambda: dlg.plan is not None, what="override accepted")
+        assert box.render().plain.startswith("▐X▌")
         await checked(pilot, dlg)
         assert "commit anyway" in str(dlg.query_one("#preview").render()).lower()
         # sent with the override: audited first; QEMU's own lock still refuses while qsd2 runs

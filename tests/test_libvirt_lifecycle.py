@@ -78,3 +78,20 @@ async def test_domains_started_and_stopped_while_watched(vlab, monkeypatch):
     stop(b)
     same(vlab, a_chain[-1], a_ref)  # stopped mid-stream, then flattened: what the guest sees is unchanged
     same(vlab, b_chain[-1], b_ref)
+
+
+async def test_a_uri_with_no_domain_running_waits_for_one(vlab, monkeypatch):
+    """chaintui opened on a URI before any domain runs: it says it waits (not a connection error),
+    and the first domain that starts is shown with no key pressed."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(vlab.dir / "state"))
+    async with running_app([URI], size=(120, 40), wait_for_drive=False) as (app, pilot):
+        hub = app.hub
+        await until(pilot, lambda: any(f"{URI}: no running domains: waiting" in e.text for e in hub.log),
+                    what="the wait said in the log")
+        assert not any(e.kind == "error" for e in hub.log)
+        assert not any(severity == "error" for _, severity in app.notices)
+        a, (a_chain,), (a_ref,) = start(vlab)
+        await until(pilot, lambda: [d.name for d in hub.drives.get(a, [])] == ["vda"], what="the domain shown")
+        assert hub.sessions[a].address_text == f"{URI}#{a}"
+    stop(a)
+    same(vlab, a_chain[-1], a_ref)

@@ -107,6 +107,20 @@ async def test_hub_notices_a_snapshot_on_qsd_without_an_event(lab, hub):
                                                       "snapshot-node-name": "S", "format": "qcow2"}))
     await wait_for(lambda: [i.label for i in hub.drive(s.name, "drive0").images][-1] == "S.qcow2", timeout=5,
                    what="the snapshot in the hub's chain")
+    # the log says what changed, and that chaintui did not do it
+    assert [e.text for e in hub.log if "chain now" in e.text] == [
+        "drive0: chain now A.qcow2 → B.qcow2 → C.qcow2 → S.qcow2 (was A.qcow2 → B.qcow2 → C.qcow2): "
+        "changed outside chaintui"]
+    # chaintui's own snapshot: logged, not called outside
+    from tui.backend import ops
+
+    plan = ops.plan_snapshot(hub.drive(s.name, "drive0"), str(lab.dir / "T.qcow2"), "T")
+    await hub.run_plan(plan)
+    await wait_for(lambda: [i.label for i in hub.drive(s.name, "drive0").images][-1] == "T.qcow2", timeout=5,
+                   what="chaintui's snapshot in the hub's chain")
+    mine = [e.text for e in hub.log if "chain now" in e.text][1:]
+    assert mine == ["drive0: chain now A.qcow2 → B.qcow2 → C.qcow2 → S.qcow2 → T.qcow2 "
+                    "(was A.qcow2 → B.qcow2 → C.qcow2 → S.qcow2)"], mine
 
 
 # -- defect 6: a relative backing path stays relative --------------------------------

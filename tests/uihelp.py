@@ -18,12 +18,16 @@ FIXED_CLOCK = lambda t: "12:00:00"  # noqa: E731 - stable pictures
 
 
 @asynccontextmanager
-async def running_app(sockets: list[str], size=(120, 40), poll=0.05, first_drive_timeout: float = 20.0):
+async def running_app(sockets: list[str], size=(120, 40), poll=0.05, first_drive_timeout: float = 20.0,
+                      wait_for_drive: bool = True):
     app = ChainApp(sockets, hub=Hub(poll_interval=poll), clock=FIXED_CLOCK)
     record_notices(app)
     async with app.run_test(size=size) as pilot:
-        await until(pilot, lambda: main(app).query_one("#graph", ChainGraph).drive is not None,
-                    timeout=first_drive_timeout, what="a drive on screen")
+        if wait_for_drive:
+            await until(pilot, lambda: main(app).query_one("#graph", ChainGraph).drive is not None,
+                        timeout=first_drive_timeout, what="a drive on screen")
+        else:
+            await until(pilot, lambda: app.main_screen is not None and app.main_screen.is_mounted, what="the screen")
         yield app, pilot
 
 

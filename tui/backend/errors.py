@@ -36,3 +36,7 @@ class NotConnected(ChainTuiError):
 
 class ConnectFailed(ChainTuiError):
     """A QMP socket could not be reached or did not speak QMP."""
+
+
+class NoMembers(ConnectFailed):
+    """An address naming a group (every domain of a libvirt URI) has none now; one may start later."""

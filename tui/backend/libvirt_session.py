@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .chain import Drive, JobTarget, NodeInfoCache
-from .errors import ConnectFailed, NotConnected, QMPCommandError
+from .errors import ConnectFailed, NoMembers, NotConnected, QMPCommandError
 from .libvirt_conn import Connection, command_error, load_libvirt, on_loop, split_address
 from .libvirt_jobs import LibvirtJobs
 from .libvirt_xml import build_libvirt_drives
@@ -51,7 +51,7 @@ async def open_domains(address: str, name: str | None = None) -> list[LibvirtSes
             doms = await asyncio.to_thread(conn.conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
             doms.sort(key=lambda d: d.name())
         if not doms:
-            raise ConnectFailed(f"{uri}: no running domains")
+            raise NoMembers(f"{uri}: no running domains")
         sessions = []
         for dom in doms:
             conn.users += 1
