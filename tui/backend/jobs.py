@@ -63,6 +63,7 @@ class Job:
     active_commit: bool = False  # a commit of the active image (goes ready)
     _rate: float = field(default=0.0, repr=False, compare=False)
     _rate_key: Any = field(default=None, repr=False, compare=False)
+    _step_at: float | None = field(default=None, repr=False, compare=False)  # with _rate: see _last_step_at
 
     @property
     def key(self) -> tuple[str, str]:
@@ -124,7 +125,19 @@ class Job:
         if key != self._rate_key:
             self._rate_key = key
             self._rate = self._compute_rate()
+            self._step_at = self._last_step_at()
         return self._rate
+
+    def _last_step_at(self) -> float | None:
+        """When the offset last changed (the first sample of the last run of equal offsets)."""
+        if not self.samples:
+            return None
+        t, last = self.samples[-1]
+        for when, offset in reversed(self.samples):
+            if offset != last:
+                break
+            t = when
+        return t
 
     def _compute_rate(self) -> float:
         if len(self.samples) < 2 or self.lost:
@@ -162,9 +175,8 @@ class Job:
         if rate <= 0:
             return None
         eta = (self.length - self.offset) / rate
-        steps = self._steps()
-        if steps and self.samples:
-            eta -= self.samples[-1][0] - steps[-1][0]  # counts down between steps
+        if self._step_at is not None and self.samples:
+            eta -= self.samples[-1][0] - self._step_at  # counts down between steps
         return max(0.0, eta)
 
     @property

@@ -146,12 +146,19 @@ class JobsPanel(LineView, can_focus=True):
             if self._seen.get(job.key) != job.version:
                 self._seen[job.key] = job.version
                 changed.append(index)
-        # one repaint for the visible cards that changed (a card scrolled into view later is
-        # drawn from its new version anyway)
+        # a repaint of the visible cards that changed, each run of neighbours one region: the
+        # cards between them are not drawn again (a card scrolled into view later is drawn from
+        # its new version anyway)
         first, last = self._visible_range()
-        changed = [i for i in changed if first <= i <= last]
-        if changed:
-            self.refresh_lines(changed[0] * CARD, (changed[-1] - changed[0] + 1) * CARD)
+        start = None
+        for n, i in enumerate(changed):
+            if not first <= i <= last:
+                continue
+            if start is None:
+                start = i
+            if n + 1 == len(changed) or changed[n + 1] != i + 1 or changed[n + 1] > last:
+                self.refresh_lines(start * CARD, (i - start + 1) * CARD)
+                start = None
         self.set_class(not jobs, "-empty")
 
     def select(self, key: tuple[str, str]) -> None:
