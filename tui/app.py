@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.driver import Driver
@@ -29,6 +30,7 @@ from .backend.fmt import clock_text, count, human_size
 from .backend.plan import Plan
 from .backend.usage import Usage
 from .keys import MAIN_KEYS, Key
+from .quiet_gc import CHECK_EVERY, QuietCollector
 from .messages import DrivesUpdated, JobsUpdated, LogAppended, SessionUpdated, UsageUpdated
 from .screens.dialogs import ConfirmDialog
 from .screens.main import MainScreen
@@ -55,6 +57,7 @@ class ChainApp(App[int]):
         self.lab = lab
         self.hub = hub or Hub(audit=AuditLog(), owned=OwnedJobs())
         self.clock = clock or clock_text
+        self.collector = QuietCollector()  # full garbage collections when no key comes
         self.main_screen: MainScreen | None = None
         self.usage = Usage(self.hub, _image_dirs())
         self.usage.subscribe(self._on_usage_change)
@@ -81,9 +84,19 @@ class ChainApp(App[int]):
         self.hub.subscribe(self.on_hub_change)
         self.main_screen = MainScreen()
         self.push_screen(self.main_screen)
+        # the main screen's widgets too, once they exist: a full pass over them took 20-60 ms,
+        # a key typed meanwhile waited that long (typing_bench.py)
+        self.call_after_refresh(_freeze_long_lived)
+        self.collector.start()
+        self.set_interval(CHECK_EVERY, self.collector.tick)
         for sock in self.sockets:
             address, name = sock if isinstance(sock, tuple) else (sock, None)
             self.run_worker(self.hub.connect(address, name), exit_on_error=False, group="connect")
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.collector.note_input()
+        await super().on_event(event)
 
     def on_hub_change(self, change: Any) -> None:
         """A change of the hub becomes a message carrying what changed, for the main screen (and a dialog on top)."""
@@ -297,3 +310,9 @@ def _image_dirs() -> list[str]:
         return load_image_dirs()
     except ConfigError:
         return []  # a bare chaintui reports a broken config file already
+
+
+def _freeze_long_lived() -> None:
+    """Move what exists now (the app, its main screen) out of the collector's full passes."""
+    gc.collect()
+    gc.freeze()
