@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import sys
@@ -161,6 +162,7 @@ def main() -> int:
         run(["qemu-img", "create", "-q", "-f", "qcow2", str(first), str(64 * MiB)])
         for i in range(1, n):  # the same empty image, 2,000 times (qemu-img create each would take a minute)
             shutil.copyfile(first, images / f"img-{i:04d}.qcow2")
+        os.sync()  # the copies written out now, not by the kernel while keys are timed
         q = lab.start(paths[-1], named_nodes=True)
         rows = []
         for gap, what in ((0.03, "fast typing (30 ms between keys)"), (0.12, "paced typing (120 ms: checks run between keys)")):

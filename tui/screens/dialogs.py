@@ -254,15 +254,16 @@ class PlanDialog(ModalScreen[Plan | None]):
             for name in {self._at_fault, invalid} - {None}:  # inputs: an Input's restyle costs ms)
                 self.query_one(f"#label-{name}").set_class(name == invalid, "-problem")
             self._at_fault = invalid
-        # inside the box of fixed size a new layout stays in the box: no need to measure the texts
+        # a new layout re-arranges the whole dialog (Textual lays out a screen at once, ~10 ms
+        # here): only when a text's height changes (measured: ~0.3 ms)
         self.query_one("#problem", Static).set_class(error is not None, "-shown")
-        self._put("#problem", f"✗ {escape(error.message)}" if error is not None else "", layout=True)
+        self._put("#problem", f"✗ {escape(error.message)}" if error is not None else "")
         if plan is None:
             preview, qmp = "[dim]Nothing will be sent until this is fixed.[/dim]", ""
         else:
             preview, qmp = plan_preview(plan), plan_qmp(plan)
-        self._put("#preview", self._changed_note() + preview, layout=True)
-        self._put("#qmp", qmp, layout=True)
+        self._put("#preview", self._changed_note() + preview)
+        self._put("#qmp", qmp)
         self.query_one("#confirm", Button).disabled = plan is None
 
     def _changed_note(self) -> str:
