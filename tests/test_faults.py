@@ -8,7 +8,6 @@ import os
 import pty
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -65,11 +64,17 @@ async def test_qemu_killed_mid_job_then_back(lab, hub: Hub, kind):
     same(lab, paths[-1], ref)  # a killed job loses nothing the guest had
 
 
-async def test_socket_closing_during_greeting(tmp_path):
-    path = tmp_path / "rude.sock"
+def listening(path: Path) -> socket.socket:
+    """A unix socket at ``path`` that accepts connections (a stand-in server; parsing tests only)."""
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(path))
     srv.listen()
+    return srv
+
+
+async def test_socket_closing_during_greeting(tmp_path):
+    path = tmp_path / "rude.sock"
+    srv = listening(path)
 
     def serve():
         for _ in range(3):
@@ -97,9 +102,7 @@ async def test_a_message_qemu_sends_that_cannot_be_read_is_named_not_called_a_cl
     from tui.backend.session import QemuSession, SessionState
 
     path = tmp_path / "garbled.sock"
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(str(path))
-    srv.listen()
+    srv = listening(path)
 
     def serve():
         conn, _ = srv.accept()
@@ -128,9 +131,7 @@ async def test_a_message_qemu_sends_that_cannot_be_read_is_named_not_called_a_cl
 
 async def test_socket_that_speaks_something_else(tmp_path):
     path = tmp_path / "http.sock"
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(str(path))
-    srv.listen()
+    srv = listening(path)
 
     def serve():
         try:
