@@ -6,6 +6,8 @@ import asyncio
 import os
 
 from textual.binding import Binding
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.message import Message
 from textual.widgets import Input
 
@@ -45,6 +47,11 @@ class PathInput(Input):
     """Input whose `tab` completes paths; with nothing to complete, `tab` moves on."""
 
     BINDINGS = [Binding("tab", "complete", "Complete path", show=False, priority=True)]
+
+    # Textual's Input sets its virtual size (the text's width) on every character, and a
+    # virtual size change re-lays the whole screen out (20-40 ms in a dialog).  A field of fixed
+    # width scrolls its text by that size alone: no layout is needed.
+    virtual_size = Reactive(Size(0, 0), layout=False)
 
     class Candidates(Message):
         def __init__(self, path_input: PathInput, candidates: list[str]) -> None:
