@@ -75,6 +75,7 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         for entry in self.chain_app.hub.log:  # what was said before this screen existed
             self.query_one("#log", EventLog).add(entry)
         self._fit_footer()
+        self.chain_app.send_snapshot(self)
 
     def on_resize(self) -> None:
         self._fit_footer()
@@ -85,7 +86,6 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         narrow = self.size.width < 120
         footer.compact = narrow
         footer.show_command_palette = not narrow
-        self.chain_app.send_snapshot(self)
 
     # -- backend changes -------------------------------------------------
     def on_session_updated(self, message: SessionUpdated) -> None:
