@@ -63,7 +63,7 @@ class Job:
     active_commit: bool = False  # a commit of the active image (goes ready)
     _rate: float = field(default=0.0, repr=False, compare=False)
     _rate_key: Any = field(default=None, repr=False, compare=False)
-    _step_at: float | None = field(default=None, repr=False, compare=False)  # with _rate: see _last_step_at
+    _step_at: float | None = field(default=None, repr=False, compare=False)  # with _rate: the last step's time
 
     @property
     def key(self) -> tuple[str, str]:
@@ -124,25 +124,14 @@ class Job:
         key = (id(s), len(s), s[-1] if s else None, self.lost, self.speed)
         if key != self._rate_key:
             self._rate_key = key
-            self._rate = self._compute_rate()
-            self._step_at = self._last_step_at()
+            steps = self._steps()
+            self._step_at = steps[-1][0] if steps else None  # when the offset last changed
+            self._rate = self._compute_rate(steps)
         return self._rate
 
-    def _last_step_at(self) -> float | None:
-        """When the offset last changed (the first sample of the last run of equal offsets)."""
-        if not self.samples:
-            return None
-        t, last = self.samples[-1]
-        for when, offset in reversed(self.samples):
-            if offset != last:
-                break
-            t = when
-        return t
-
-    def _compute_rate(self) -> float:
+    def _compute_rate(self, steps: list[tuple[float, int]]) -> float:
         if len(self.samples) < 2 or self.lost:
             return 0.0
-        steps = self._steps()
         if len(steps) < 2:
             return 0.0
         t_last, o_last = steps[-1]
