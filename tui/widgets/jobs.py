@@ -8,6 +8,8 @@ card says is in :mod:`tui.widgets.job_card`.
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
@@ -150,15 +152,10 @@ class JobsPanel(LineView, can_focus=True):
         # cards between them are not drawn again (a card scrolled into view later is drawn from
         # its new version anyway)
         first, last = self._visible_range()
-        start = None
-        for n, i in enumerate(changed):
-            if not first <= i <= last:
-                continue
-            if start is None:
-                start = i
-            if n + 1 == len(changed) or changed[n + 1] != i + 1 or changed[n + 1] > last:
-                self.refresh_lines(start * CARD, (i - start + 1) * CARD)
-                start = None
+        visible = [i for i in changed if first <= i <= last]
+        for _, run in groupby(enumerate(visible), lambda pair: pair[1] - pair[0]):  # neighbours: one run
+            cards = [i for _, i in run]
+            self.refresh_lines(cards[0] * CARD, len(cards) * CARD)
         self.set_class(not jobs, "-empty")
 
     def select(self, key: tuple[str, str]) -> None:
