@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .chain import Drive, Image
 from .errors import ValidationError
+from .fmt import these
 
 FORMATS = ("qcow2", "raw")
 
@@ -73,8 +74,7 @@ def check_shared_base(base: Image, shared: list[str] | None, override: bool, mov
             "override",
         )
     if shared:
-        warnings.insert(0, f"Commit anyway: {'this image' if len(shared) == 1 else f'these {len(shared)} images'} will see changed data: "
-                            f"{'; '.join(shared)}")
+        warnings.insert(0, f"Commit anyway: {these(len(shared), 'image')} will see changed data: {'; '.join(shared)}")
     elif shared is not None:
         moves.append(f"Nothing else backs onto {base.label} (live, or on disk in the directories scanned).")
     else:

@@ -18,6 +18,11 @@ def count(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
+def these(n: int, word: str) -> str:
+    """``this image``, ``these 2 images``."""
+    return f"this {word}" if n == 1 else f"these {count(n, word)}"
+
+
 def parse_speed(text: str | int | None) -> int:
     """``""``/``0`` = unlimited; ``10M``, ``512K``, ``1.5G``, ``1048576`` (bytes/s)."""
     if text is None:

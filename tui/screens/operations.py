@@ -11,6 +11,7 @@ from textual.widgets import Input, Select
 from ..backend import ops, plan as plans, targets
 from ..backend.chain import Drive
 from ..backend.errors import ValidationError
+from ..backend.fmt import these
 from ..backend.image_graph import describe_dependents, drive_keys, image_key, shared_with_others
 from ..widgets.path_input import PathInput
 from ..widgets.tick_box import TickBox
@@ -115,7 +116,7 @@ class OperationKeys(_Base):
         fields = [("top", "Top", top_select), ("speed", "Speed limit", self._speed_input())]
         if shared:
             n = len(shared)
-            fields.append(("override", "Shared base", TickBox(f"commit anyway: {'this image' if n == 1 else f'these {n} images'} will see changed data")))
+            fields.append(("override", "Shared base", TickBox(f"commit anyway: {these(n, 'image')} will see changed data")))
         self._open(
             PlanDialog(
                 f"Commit (block-commit) into {img.label} on {drive.where}",
