@@ -175,6 +175,8 @@ async def test_a_killed_qemus_images_are_shown_as_last_seen_not_in_use_now(lab):
         state = hub.sessions[s2.name].state.value
         assert graph.describe(str(vm2.resolve())) == f"drive0@{s2.name} rw active (✗ {state}: as last seen)"
         assert not graph.nodes[str(vm2.resolve())].active
+        assert not graph.nodes[str(vm2.resolve())].live_now and graph.nodes[str(c.resolve())].live_now
+        assert graph.nodes[str(base.resolve())].live_now  # qsd1 still has it
         assert graph.describe(str(c.resolve())) == f"drive0@{s1.name} rw active"
         assert f"drive0@{s2.name} ro (✗ {state}: as last seen)" in graph.describe(str(base.resolve()))
         drive = hub.drive(s1.name, "drive0")

@@ -76,6 +76,11 @@ class GraphNode:
         return bool(self.live) or bool(self.others) or self.target_of is not None
 
     @property
+    def live_now(self) -> bool:
+        """In a chain of a QEMU that is connected (not only as a lost one was last seen)."""
+        return any(u.current for u in self.live)
+
+    @property
     def active(self) -> bool:
         """The image a connected QEMU's guest writes (a lost QEMU's, as last seen, is not known)."""
         return any(u.active and u.current for u in self.live)

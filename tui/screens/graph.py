@@ -76,13 +76,15 @@ class GraphScreen(Screen[None]):
         usage = self.chain_app.usage
         tree = self.query_one("#image-tree", ImageTree)
         nodes = tree.graph.nodes.values()
-        live = sum(1 for n in nodes if n.live)
+        live = sum(1 for n in nodes if n.live_now)
+        last_seen = sum(1 for n in nodes if n.live and not n.live_now)
         disk_only = sum(1 for n in nodes if not n.in_use)
         drive = self._drive()
         sel = f"[b]{escape(drive.name)}[/b] on {escape(drive.session)}" if drive else "no drive (enter picks one)"
         scan = usage.state.text + (" · [b]x[/b] cancels" if usage.state.running else "")
         self.query_one("#graph-summary", Static).update(
-            f"{len(tree.rows)} images · {live} live · {disk_only} on disk only · chain of {sel}\n"
+            f"{len(tree.rows)} images · {live} live" + (f" · {last_seen} as last seen (QEMU not connected)" if last_seen else "")
+            + f" · {disk_only} on disk only · chain of {sel}\n"
             f"[dim]on disk: {escape(scan)}[/dim]"
         )
 
