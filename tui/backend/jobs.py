@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from .fmt import human_size
 
@@ -103,13 +103,20 @@ class Job:
             return 0.0
         return min(1.0, self.offset / self.length)
 
-    def _steps(self) -> list[tuple[float, int]]:
-        """The samples at which the offset changed (the first sample included)."""
-        out: list[tuple[float, int]] = []
-        for t, o in self.samples:
-            if not out or o != out[-1][1]:
-                out.append((t, o))
-        return out
+    def _steps_back(self) -> Iterator[tuple[float, int]]:
+        """The samples at which the offset changed (the first sample included), newest first.
+
+        Walked from the newest sample, so the rate reads only the few steps it spans, not all 400.
+        """
+        samples = reversed(self.samples)
+        step = next(samples, None)
+        if step is None:
+            return
+        for sample in samples:
+            if sample[1] != step[1]:
+                yield step
+            step = sample
+        yield step
 
     @property
     def rate(self) -> float:
@@ -124,26 +131,26 @@ class Job:
         key = (id(s), len(s), s[-1] if s else None, self.lost, self.speed)
         if key != self._rate_key:
             self._rate_key = key
-            steps = self._steps()
-            self._step_at = steps[-1][0] if steps else None  # when the offset last changed
-            self._rate = self._compute_rate(steps)
+            self._rate = self._compute_rate()
         return self._rate
 
-    def _compute_rate(self, steps: list[tuple[float, int]]) -> float:
-        if len(self.samples) < 2 or self.lost:
+    def _compute_rate(self) -> float:
+        steps = self._steps_back()
+        last = next(steps, None)
+        self._step_at = last[0] if last else None  # when the offset last changed
+        if len(self.samples) < 2 or self.lost or last is None:
             return 0.0
-        if len(steps) < 2:
+        t_last, o_last = last
+        start = None
+        for back, (t, o) in enumerate(steps, 1):
+            if start is not None and t_last - t > RATE_MAX_WINDOW:
+                break
+            start = (t, o)  # the step before the last one counts even when it is older than the window
+            if back >= RATE_STEPS and t_last - t >= RATE_WINDOW:
+                break
+        if start is None:  # it has not moved since the first sample
             return 0.0
-        t_last, o_last = steps[-1]
-        start = 0
-        for i in range(len(steps) - 2, -1, -1):
-            t, _ = steps[i]
-            if t_last - t > RATE_MAX_WINDOW:
-                break
-            start = i
-            if len(steps) - 1 - i >= RATE_STEPS and t_last - t >= RATE_WINDOW:
-                break
-        t0, o0 = steps[start]
+        t0, o0 = start
         span = t_last - t0
         if span <= 0:
             return 0.0
