@@ -11,6 +11,7 @@ import signal
 import subprocess
 
 import pytest
+from textual.geometry import Region
 
 from tui.backend import jobs as jobs_module
 from tui.backend import ops
@@ -204,6 +205,57 @@ async def test_running_first_and_dismiss_all_finished(lab):
     q.stop()
     qb.stop()
     assert lab.info(paths[-1])[0]["backing-filename"].endswith("A.qcow2")
+    same(lab, paths[-1], ref)
+    same(lab, b_paths[-1], b_ref)
+
+
+def painted(panel: JobsPanel, j: Job) -> bool:
+    """Whether the panel, as a frame draws it (through Textual's line cache), shows the card as it reads."""
+    lines = [s.text for s in panel.render_lines(Region(0, 0, *panel.outer_size))]
+    return all(any(line in drawn for drawn in lines) for line in panel.text_of(j).split("\n"))
+
+
+async def test_moving_cards_repaint_the_lines_that_changed_and_show_what_the_job_says(lab):
+    """Two throttled streams: as they move, the panel repaints only the progress lines (the headlines
+    read the same), and what it paints is each card's text, also after something else (``text_of``)
+    built the new lines first."""
+    paths, ref, q = start_lab(lab)
+    b_paths, b_ref, qb = start_lab(lab, prefix="b")
+    async with running_app([str(q.qmp), str(qb.qmp)], size=(120, 50)) as (app, pilot):
+        hub = app.hub
+        await until(pilot, lambda: len(hub.all_drives()) == 2, what="two drives")
+        jobs = []
+        for s in (q.qmp.name, qb.qmp.name):
+            app.launch(ops.plan_stream(hub.drive(s, "drive0"), None, "256K", "stream-drive0-1"))
+            jobs.append(await until(pilot, lambda: hub.tracker.get(s, "stream-drive0-1")))
+        panel = main(app).query_one("#jobs", JobsPanel)
+        await until(pilot, lambda: all(j.key in panel.visible_keys() for j in jobs), what="both cards")
+        assert panel.scrollable_content_region.height >= 4  # both cards whole
+        repainted: list[tuple[int, int]] = []
+        refresh_lines = panel.refresh_lines
+        panel.refresh_lines = lambda y, n=1: (repainted.append((y, n)), refresh_lines(y, n))[1]
+        headlines = [panel.text_of(j).split("\n")[0] for j in jobs]
+        for _ in range(3):  # three progress steps of the first job, each painted as its card says
+            offset = jobs[0].offset
+            await until(pilot, lambda: jobs[0].offset != offset, what="progress", timeout=30)
+            await until(pilot, lambda: all(painted(panel, j) for j in jobs),
+                        what="the cards painted as they read")
+        if [panel.text_of(j).split("\n")[0] for j in jobs] == headlines:
+            rows = {y for y, n in repainted for y in range(y, y + n)}
+            assert rows and all(y % 2 == 1 for y in rows), repainted  # second lines only
+        # a change whose lines were built before the panel heard of it (a test reading the card) is painted
+        j = jobs[0]
+        await hub.set_speed(q.qmp.name, j.id, 0)
+        await until(pilot, lambda: j.finished, timeout=60)
+        j.version += 1
+        j.outcome = "completed (as the panel must paint it)"
+        assert "as the panel must paint it" in panel.text_of(j) and not painted(panel, j)
+        main(app).post_message(app.jobs_updated([j]))
+        await until(pilot, lambda: painted(panel, j), what="the card as it reads now")
+        await hub.set_speed(qb.qmp.name, jobs[1].id, 0)
+        await until(pilot, lambda: jobs[1].finished, timeout=60)
+    q.stop()
+    qb.stop()
     same(lab, paths[-1], ref)
     same(lab, b_paths[-1], b_ref)
 

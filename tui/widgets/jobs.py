@@ -2,7 +2,9 @@
 
 One line-API view draws every card: two lines a card, only the visible lines
 rendered, each cached under what it shows (the job's version, the width, the
-highlight and focus), so a poll that changes one card redraws two lines.  What a
+highlight and focus).  A poll that moves a job repaints only the lines that differ
+from what was drawn (its progress line: the headline reads the same), and a line
+that reads and looks as before is not built again.  What a
 card says is in :mod:`tui.widgets.job_card`.
 """
 
@@ -79,8 +81,11 @@ class JobsPanel(LineView, can_focus=True):
         self.order: list[tuple[str, str]] = []
         self.cursor = 0
         self._seen: dict[tuple[str, str], int] = {}
-        # one entry per card line: (key, row) -> (what it shows, strip)
-        self._lines: dict[tuple[tuple[str, str], int], tuple[tuple, Strip]] = {}
+        # one entry per card line: (key, row) -> (what it shows, strip, how it looks)
+        self._lines: dict[tuple[tuple[str, str], int], tuple[tuple, Strip, tuple]] = {}
+        # what each card line looked like when it was last drawn: a change repaints only the lines
+        # that differ from it (not from ``_lines``, which tests and ``text_of`` fill too)
+        self._drawn: dict[tuple[tuple[str, str], int], Strip] = {}
         self._styles: dict[str, Style] = {}
         self._frame: tuple[int, Style] | None = None
 
@@ -128,6 +133,7 @@ class JobsPanel(LineView, can_focus=True):
             self._seen = {k: v for k, v in self._seen.items() if k in self.jobs}
             for key in [k for k in self._lines if k[0] not in self.jobs]:
                 del self._lines[key]
+            self._drawn.clear()
             if not self.has_focus:
                 # nobody is reading a particular card: show the top, where running jobs are
                 self.cursor = 0
@@ -148,15 +154,25 @@ class JobsPanel(LineView, can_focus=True):
             if self._seen.get(job.key) != job.version:
                 self._seen[job.key] = job.version
                 changed.append(index)
-        # a repaint of the visible cards that changed, each run of neighbours one region: the
-        # cards between them are not drawn again (a card scrolled into view later is drawn from
-        # its new version anyway)
+        # a repaint of the visible lines that changed (mostly a card's second line: its headline
+        # stays while the job moves), each run of neighbours one region: the lines between them
+        # are not drawn again (a card scrolled into view later is drawn from its new version anyway)
         first, last = self._visible_range()
-        visible = [i for i in changed if first <= i <= last]
-        for _, run in groupby(enumerate(visible), lambda pair: pair[1] - pair[0]):  # neighbours: one run
-            cards = [i for _, i in run]
-            self.refresh_lines(cards[0] * CARD, len(cards) * CARD)
+        width = self._frame_info()[0]
+        rows = []
+        for index in changed:
+            if first <= index <= last:
+                rows += self._changed_rows(index, width)
+        for _, run in groupby(enumerate(rows), lambda pair: pair[1] - pair[0]):  # neighbours: one run
+            ys = [y for _, y in run]
+            self.refresh_lines(ys[0], len(ys))
         self.set_class(not jobs, "-empty")
+
+    def _changed_rows(self, index: int, width: int) -> list[int]:
+        """The lines of card ``index`` that look different now (all of them while its width is unknown)."""
+        key = self.order[index]
+        return [index * CARD + row for row in range(CARD)
+                if not width or self._drawn.get((key, row)) != self._card_line(index, row, width)]
 
     def select(self, key: tuple[str, str]) -> None:
         if key in self.order:
@@ -256,7 +272,8 @@ class JobsPanel(LineView, can_focus=True):
         index, row = divmod(y + int(self.scroll_y), CARD)
         if index >= len(self.order):
             return Strip.blank(width, base)
-        return self._card_line(index, row, width)
+        strip = self._drawn[(self.order[index], row)] = self._card_line(index, row, width)
+        return strip
 
     def _card_line(self, index: int, row: int, width: int) -> Strip:
         key = self.order[index]
@@ -266,13 +283,17 @@ class JobsPanel(LineView, can_focus=True):
         cached = self._lines.get((key, row))
         if cached is not None and cached[0] == shows:
             return cached[1]
-        first, second = self._build_card(job, width, lit)
-        self._lines[(key, 0)] = (shows, first)
-        self._lines[(key, 1)] = (shows, second)
-        return first if row == 0 else second
+        strips = []
+        for line, look in enumerate(self._card_looks(job, width, lit)):
+            old = self._lines.get((key, line))
+            # a line that reads and looks as before (a headline while the job moves) is not built again
+            strip = old[1] if old is not None and old[2] == look else self._paint(*look)
+            self._lines[(key, line)] = (shows, strip, look)
+            strips.append(strip)
+        return strips[row]
 
-    def _build_card(self, job: Job, width: int, lit: bool) -> tuple[Strip, Strip]:
-        """Both lines of one card: a coloured edge, a space, the text cut to fit, a space."""
+    def _card_looks(self, job: Job, width: int, lit: bool) -> list[tuple]:
+        """What each line of a card shows: its edge, background and text styles, pieces and width."""
         classes = card_classes(job)
         base = self._frame_info()[1]
         layers = ["stuck"] if "-stuck" in classes else []
@@ -280,7 +301,7 @@ class JobsPanel(LineView, can_focus=True):
             layers.append("highlight-focus" if self.has_focus else "highlight")
         background = base + self._background(*layers) if layers else base
         faded = "-finished" in classes
-        text = self._style("muted" if classes & {"-finished", "-unknown"} else "text", faded)
+        text = "muted" if classes & {"-finished", "-unknown"} else "text"
         edge = "edge"
         for cls, name in (
             ("-cancelled", "edge-warn"), ("-finished", "edge-finished"), ("-stuck", "edge-warn"),
@@ -289,16 +310,17 @@ class JobsPanel(LineView, can_focus=True):
             if cls in classes:
                 edge = name
                 break
-        first, second = card_parts(job)
-        inner = max(1, width - 3)
-        lines = []
-        for parts in (first, second):
-            segments = [Segment("█", background + self._style(edge, faded)), Segment(" ", background)]
-            segments += _fit([(t, background + self._piece(s, text, faded)) for t, s in parts], inner)
-            used = 2 + sum(cell_len(seg.text) for seg in segments[2:])
-            segments.append(Segment(" " * max(0, width - used), background))
-            lines.append(Strip(segments, max(width, used)))
-        return lines[0], lines[1]
+        return [(edge, background, text, faded, tuple(parts), width) for parts in card_parts(job)]
+
+    def _paint(self, edge: str, background: Style, text_name: str, faded: bool,
+               parts: tuple[tuple[str, str], ...], width: int) -> Strip:
+        """One line of a card: a coloured edge, a space, the text cut to fit, a space."""
+        text = self._style(text_name, faded)
+        segments = [Segment("█", background + self._style(edge, faded)), Segment(" ", background)]
+        segments += _fit([(t, background + self._piece(s, text, faded)) for t, s in parts], max(1, width - 3))
+        used = 2 + sum(cell_len(seg.text) for seg in segments[2:])
+        segments.append(Segment(" " * max(0, width - used), background))
+        return Strip(segments, max(width, used))
 
 
 def _fit(pieces: list[tuple[str, Style]], width: int) -> list[Segment]:
