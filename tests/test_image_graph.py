@@ -23,6 +23,7 @@ from tui.backend.lab import Lab, MiB, run
 from tui.backend.disk_scan import DiskScanner
 from tui.backend.image_graph import ImageGraph, describe_dependents, image_key, shared_with_others
 from tui.backend.usage import Usage
+from tui.screens import graph as graph_screen
 from tui.screens.cleanup import CleanupDialog
 from tui.screens.graph import GraphScreen
 from tui.widgets.image_tree import ImageTree, layout
@@ -184,6 +185,33 @@ async def test_a_killed_qemus_images_are_shown_as_last_seen_not_in_use_now(lab):
         assert any("vm2.qcow2" in t and "as last seen" in t for t in shared), shared
     finally:
         await hub.close()
+
+
+async def test_open_graph_follows_a_chain_change_built_off_the_ui_thread(lab, monkeypatch):
+    """The graph is open when a snapshot adds an image: the tree shows it, and the model behind it
+    was built in a thread, not on the UI loop (a 1000-image model takes ~45 ms)."""
+    paths = lab.make_chain(3, 16 * MiB, absolute=True)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1])
+    builders: list[str] = []
+    model = graph_screen._model
+    monkeypatch.setattr(graph_screen, "_model", lambda inputs: (builders.append(threading.current_thread().name),
+                                                               model(inputs))[1])
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        hub = app.hub
+        s = await until(pilot, lambda: next(iter(hub.drives), None), what="drives")
+        await hub.settle(s)
+        await press(pilot, "g")
+        screen = await until(pilot, lambda: isinstance(app.screen, GraphScreen) and app.screen, what="graph")
+        tree = screen.query_one("#image-tree", ImageTree)
+        await until(pilot, lambda: str(paths[-1].resolve()) in tree.graph.nodes, what="the chain")
+        snap = paths[-1].with_name("S.qcow2")
+        await hub.run_plan(ops.plan_snapshot(hub.drive(s, "drive0"), str(snap), "S"))
+        await until(pilot, lambda: str(snap) in tree.graph.nodes and tree.highlighted is not None, what="the snapshot in the tree")
+        assert str(snap) in tree.path  # still the drive's chain, now with the snapshot on top
+        assert builders and threading.main_thread().name not in builders, builders
+    q.stop()
+    same(lab, snap, ref)
 
 
 async def test_cleanup_after_merge_refuses_what_is_needed(lab, tmp_path):

@@ -171,10 +171,15 @@ class Usage:
         return False
 
     def graph(self) -> ImageGraph:
+        return ImageGraph.build(*self.graph_inputs())
+
+    def graph_inputs(self) -> tuple[Any, ...]:
+        """What :meth:`ImageGraph.build` reads, taken now (on the event loop), so that the build
+        itself can run in a thread while the hub goes on."""
         targets = [(s, t) for s, ts in self.hub.targets.items() for t in ts]
         disk = self.state.result.images if self.state.result else {}
         not_connected = {name: sess.state.value for name, sess in self.hub.sessions.items() if not sess.connected}
-        return ImageGraph.build(self.hub.all_drives(), targets, disk, self.other_users(), not_connected)
+        return (self.hub.all_drives(), targets, disk, self.other_users(), not_connected)
 
     # -- leftovers -------------------------------------------------------
     def _on_hub(self, change: Any) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -12,17 +13,23 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from ..backend.fmt import count, human_size
-from ..backend.image_graph import drive_keys
+from ..backend.image_graph import ImageGraph, drive_keys
 from ..keys import graph_bindings, graph_key_line
 from ..messages import DrivesUpdated, UsageUpdated
 from ..widgets.details_line import DetailsLine
-from ..widgets.image_tree import ImageTree
+from ..widgets.image_tree import ImageTree, Row, layout
 
 if TYPE_CHECKING:
     from ..app import ChainApp
 
 
 KEYS = graph_key_line()
+
+
+def _model(inputs: tuple[Any, ...]) -> tuple[ImageGraph, list[Row]]:
+    """The graph and its rows (run in a thread: it reads only ``inputs``)."""
+    graph = ImageGraph.build(*inputs)
+    return graph, layout(graph)
 
 
 class GraphScreen(Screen[None]):
@@ -34,6 +41,7 @@ class GraphScreen(Screen[None]):
     def __init__(self, drive: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.drive_key = drive
+        self._generation = 0  # of the graph asked for last: an older build that ends later is dropped
 
     @property
     def chain_app(self) -> ChainApp:
@@ -63,14 +71,29 @@ class GraphScreen(Screen[None]):
         return None
 
     def update_graph(self) -> None:
+        """The first picture at once; later ones (chains changed, a scan ended) are built in a thread,
+        the newest wins: a 1000-image model takes ~45 ms, too long to hold the keys up."""
         usage = self.chain_app.usage
-        graph = usage.graph()
-        drive = self._drive()
-        path = drive_keys(drive) if drive is not None else []
         tree = self.query_one("#image-tree", ImageTree)
-        first = not tree.rows
-        tree.set_graph(graph, path, usage.leftovers, focus_key=path[-1] if first and path else None)
-        self._summary()
+        self._generation += 1
+        if not tree.rows:
+            path = self._path()
+            tree.set_graph(usage.graph(), path, usage.leftovers, focus_key=path[-1] if path else None)
+            self._summary()
+            return
+        self.run_worker(self._rebuild(self._generation, usage.graph_inputs()), group="graph", exit_on_error=False)
+
+    async def _rebuild(self, generation: int, inputs: tuple[Any, ...]) -> None:
+        graph, rows = await asyncio.to_thread(_model, inputs)
+        if generation == self._generation and self.is_mounted:  # the drive followed now, the leftovers known now
+            tree = self.query_one("#image-tree", ImageTree)
+            tree.set_graph(graph, self._path(), self.chain_app.usage.leftovers, rows=rows)
+            self._summary()
+
+    def _path(self) -> list[str]:
+        """The chain of the drive whose chain is highlighted (none when no drive is)."""
+        drive = self._drive()
+        return drive_keys(drive) if drive is not None else []
 
     def _summary(self) -> None:
         usage = self.chain_app.usage
@@ -142,8 +165,7 @@ class GraphScreen(Screen[None]):
         keys = [(u.session, u.drive) for u in live]
         nxt = keys[(keys.index(self.drive_key) + 1) % len(keys)] if self.drive_key in keys else keys[0]
         self.drive_key = nxt
-        drive = self._drive()
-        tree.set_path(drive_keys(drive) if drive else [])
+        tree.set_path(self._path())
         self._summary()
 
     def action_rescan(self) -> None:

@@ -117,12 +117,13 @@ class ImageTree(ScrollView, can_focus=True):
     # -- data ------------------------------------------------------------
     def set_graph(
         self, graph: ImageGraph, path: list[str] | None = None, leftovers: dict[str, str] | None = None,
-        focus_key: str | None = None,
+        focus_key: str | None = None, rows: list[Row] | None = None,
     ) -> None:
-        """Show a graph; the cursor stays on the image it was on (or goes to ``focus_key``)."""
+        """Show a graph; the cursor stays on the image it was on (or goes to ``focus_key``).
+        ``rows``: the graph's :func:`layout`, when it was made already (in a thread)."""
         keep = focus_key or self.highlighted
         self.graph = graph
-        self.rows = layout(graph)
+        self.rows = rows if rows is not None else layout(graph)
         self._index = {r.key: i for i, r in enumerate(self.rows)}
         self.path = set(path or ())
         self.leftovers = dict(leftovers or {})
