@@ -123,6 +123,45 @@ async def test_hub_notices_a_snapshot_on_qsd_without_an_event(lab, hub):
                     "(was A.qcow2 → B.qcow2 → C.qcow2 → S.qcow2)"], mine
 
 
+async def test_another_tools_snapshot_of_one_disk_while_chaintui_streams_the_other_is_outside(lab, hub, libvirt_vm):
+    """Seen in tmux: a second monitor's snapshot of virtio-disk1 while chaintui's stream ran on
+    virtio-disk0 of the same VM was logged without "changed outside chaintui" (any job of chaintui's
+    on that QEMU counted as the cause).  Only chaintui's work on the drive itself explains its change."""
+    from tui.backend import ops
+
+    vm = libvirt_vm
+    s = await connect(hub, vm.q, drives=2)
+    d0 = hub.drive(s.name, "virtio-disk0")
+    # a slow merge of d0-C into d0-D on virtio-disk0 (4 MiB at 64 KiB/s): it runs while the other tool works
+    await hub.run_plan(ops.plan_stream(d0, d0.images[1].node_name, "64K", "stream-virtio-disk0-1"))
+    job = await wait_for(lambda: hub.tracker.get(s.name, "stream-virtio-disk0-1"), what="the stream")
+    await wait_for(lambda: job.drive == "virtio-disk0" and job.active, what="the stream on virtio-disk0")
+    d1 = vm.disks[1][-1].parent
+    await other_client(vm.q, ("blockdev-snapshot-sync", {
+        "node-name": hub.drive(s.name, "virtio-disk1").active.node_name, "snapshot-file": str(d1 / "d1-E.qcow2"),
+        "snapshot-node-name": "other-e", "format": "qcow2"}))
+    await wait_for(lambda: hub.drive(s.name, "virtio-disk1").images[-1].label == "d1-E.qcow2", timeout=10,
+                   what="the other tool's snapshot in the hub's chain")
+    assert not job.finished  # the stream still ran when the change was seen
+    assert [e.text for e in hub.log if "chain now" in e.text] == [
+        "virtio-disk1: chain now d1-A.qcow2 → d1-B.qcow2 → d1-E.qcow2 (was d1-A.qcow2 → d1-B.qcow2): "
+        "changed outside chaintui"]
+    # chaintui's own snapshot of virtio-disk1, while its stream still runs on virtio-disk0: not outside
+    plan = ops.plan_snapshot(hub.drive(s.name, "virtio-disk1"), str(d1 / "d1-F.qcow2"), "mine-f")
+    await hub.run_plan(plan)
+    await wait_for(lambda: hub.drive(s.name, "virtio-disk1").images[-1].label == "d1-F.qcow2", timeout=10,
+                   what="chaintui's snapshot in the hub's chain")
+    assert [e.text for e in hub.log if "chain now" in e.text][1:] == [
+        "virtio-disk1: chain now d1-A.qcow2 → d1-B.qcow2 → d1-E.qcow2 → d1-F.qcow2 "
+        "(was d1-A.qcow2 → d1-B.qcow2 → d1-E.qcow2)"]
+    await hub.set_speed(s.name, job.id, 0)
+    await wait_for(lambda: job.finished, timeout=60, what="the stream's end")
+    assert job.result == "completed"
+    vm.q.stop()
+    same(lab, vm.disks[0][-1], vm.refs[0])
+    same(lab, d1 / "d1-F.qcow2", vm.refs[1])
+
+
 # -- defect 6: a relative backing path stays relative --------------------------------
 def _chain_with_relative_raw_base(lab):
     """disk/{B,C,D}.qcow2 over ``../bases/base räw.img`` (spaces, unicode and ``../`` in the path)."""

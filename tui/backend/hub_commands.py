@@ -113,7 +113,7 @@ class HubCommands(JobControl):
         sess = self.sessions.get(session)
         if sess is None:
             raise NotConnected(f"No QEMU named {session!r}")
-        sent: dict[str, Any] = {"command": command, "arguments": arguments, "job": job}
+        sent: dict[str, Any] = {"command": command, "arguments": arguments, "job": job, "drive": drive}
         self.note(f"→ {command} {_args_text(arguments)}", session, "action", data=sent)
 
         def audit(error: tuple[str, str] | None = None) -> None:

@@ -130,22 +130,26 @@ class StructureWatch:
             if then == now:
                 continue
             text = f"{drive.name}: chain now {' → '.join(now)} (was {' → '.join(then)})"
-            if not self._own_change(session):
+            if not self._own_change(session, drive.name):
                 text += ": changed outside chaintui"
             self.note(text, session, "event")
 
-    def _own_change(self, session: str) -> bool:
-        """Whether chaintui sent a command to this QEMU, or one of its jobs there ran, in the last
-        OWN_CHANGE seconds (a chain change then may be its own)."""
+    def _own_change(self, session: str, drive: str) -> bool:
+        """Whether chaintui sent a command about this drive (or about no drive in particular) to this
+        QEMU, or one of its jobs on this drive ran there, in the last OWN_CHANGE seconds (a change of
+        the drive's chain then may be its own).  A job on another drive of the same QEMU does not
+        explain it: another client's snapshot of disk1 while chaintui streams disk0 is "outside"."""
         wall = time.time()
         for entry in reversed(self.log):
             if wall - entry.when > OWN_CHANGE:
                 break
-            if entry.session == session and entry.kind == "action" and isinstance(entry.data, dict):
-                return True  # a command sent (Hub.execute records what it sent)
+            if (entry.session == session and entry.kind == "action" and isinstance(entry.data, dict)
+                    and entry.data.get("drive") in (None, drive)):
+                return True  # a command sent (Hub.execute records what it sent, and about which drive)
         mono = time.monotonic()
         return any(
-            job.started_by_us and (not job.finished or mono - (job.ended_at or mono) <= OWN_CHANGE)
+            job.started_by_us and job.drive in (None, drive)
+            and (not job.finished or mono - (job.ended_at or mono) <= OWN_CHANGE)
             for job in self.tracker.for_session(session)
         )
 
