@@ -190,6 +190,12 @@ async def test_running_first_and_dismiss_all_finished(lab):
         # at 80x24 the panel shows two cards: the running one is among them
         await until(pilot, lambda: live.key in panel.visible_keys(), what="the running job's card on screen")
         assert "stream-drive0-1" in panel.text_of(live)
+        # the third card brings a vertical scrollbar: never a horizontal one too (seen in tmux: it took
+        # the panel's last line, half of the second card)
+        await pilot.pause()
+        assert panel.show_vertical_scrollbar and not panel.show_horizontal_scrollbar
+        assert panel.scrollable_content_region.height == panel.size.height == 4
+        assert panel.visible_keys() == [live.key, done.key]
         assert panel.order.index(live.key) < panel.order.index(done.key)
         # a click on the second card highlights it and gives the panel focus (border row, then two lines a card)
         await pilot.click("#jobs", offset=(10, 3))

@@ -50,7 +50,10 @@ class JobsPanel(LineView, can_focus=True):
         "jobs-panel--highlight-focus",
         "jobs-panel--stuck",
     }
+    # cards are cut to the width with an ellipsis: never a horizontal scrollbar (it appeared when a
+    # vertical one narrowed the panel after the virtual width was set, and hid a card's line)
     DEFAULT_CSS = """
+    JobsPanel { overflow-x: hidden; }
     JobsPanel > .jobs-panel--text { color: $foreground; }
     JobsPanel > .jobs-panel--muted { color: $foreground-muted; }
     JobsPanel > .jobs-panel--id { text-style: bold; }
