@@ -10,7 +10,7 @@ from tui.backend import jobs as jobs_module
 from tui.backend import ops
 from tui.widgets import JobsPanel
 
-from .uihelp import job, main, press, running_app, same, start_lab, until
+from .uihelp import MiB, job, main, press, running_app, same, start_lab, until
 
 
 class Writer(threading.Thread):
@@ -49,7 +49,11 @@ async def block_job(app, session: str, job_id: str) -> dict:
 
 
 async def test_not_converging_flagged_then_lifted(lab, short_window):
-    paths, ref, q = start_lab(lab)
+    # 1 MiB of data (256 KiB an image): QEMU copies it in one burst and its limit sleeps that off
+    # (4 s) before it looks for dirty data; only then can it say the writer outpaces the copy
+    paths = lab.make_chain(4, 64 * MiB, absolute=True, chunk=256 * 1024)
+    ref = lab.flatten(paths[-1])
+    q = lab.start(paths[-1], named_nodes=True)
     async with running_app([str(q.qmp)]) as (app, pilot):
         hub = app.hub
         s = next(iter(hub.sessions))

@@ -313,6 +313,41 @@ async def test_throttled_mirror_with_a_quiet_guest_converges_and_its_rate_holds(
     same(lab, paths[-1], ref)
 
 
+async def test_throttled_active_commit_at_100_percent_is_not_called_stuck(lab, short_window):
+    """A quiet guest, an active commit of D's 4 MiB at 512 KiB/s: QEMU says 100 % at once and goes
+    ready some 8 s later (its limit sleeps off the burst).  The card never says 'not converging'."""
+    paths, ref, q = start_lab(lab)
+    async with running_app([str(q.qmp)]) as (app, pilot):
+        hub = app.hub
+        s = q.qmp.name
+        app.launch(ops.plan_commit(hub.drive(s, "drive0"), "C", None, "512K", "commit-drive0-1"))
+        j = await until(pilot, lambda: job(app, "commit-drive0-1"))
+        panel = main(app).query_one("#jobs", JobsPanel)
+        cards, flagged = [], []
+
+        def watch() -> bool:
+            text = panel.text_of(j)
+            cards.append(text)
+            if "not converging" in text or "-stuck" in panel.classes_of(j):
+                flagged.append(text)
+            return j.ready
+
+        await until(pilot, watch, timeout=60, what="ready")
+        assert not flagged, flagged[0]
+        # it did stand at 100 % (all copied) for longer than the 2 s window before it went ready
+        at_100 = [t for t, off, ln in j.remaining_samples if ln > 0 and off == ln]
+        assert at_100 and at_100[-1] - at_100[0] > 2 * 1.5, j.remaining_samples
+        await press(pilot, "f")  # the selected drive's job: finish (pivot)
+        await dialog(pilot, app, ConfirmDialog)
+        await press(pilot, "enter")
+        await until(pilot, lambda: j.finished, timeout=30)
+        assert j.result == "completed"
+        await until(pilot, lambda: [i.label for i in hub.drive(s, "drive0").images][-1] == "C.qcow2",
+                    what="C active after the pivot")
+    q.stop()
+    same(lab, paths[-2], ref)
+
+
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 async def test_help_scrolls_to_the_operations(lab, size):
     paths, ref, q = start_lab(lab)
@@ -375,6 +410,33 @@ def test_not_converging_only_when_qemu_reports_dirty_data():
         j = _poll(t, i / 5, 10 * MiB + (i - 60) * 10_000, 100 * MiB + (i - 60) * 100_000)  # len grows
     c = j.convergence(window=10)
     assert c is not None and not c.converging and "guest dirties" in c.reason
+
+
+def test_throttled_job_sleeping_off_its_last_burst_is_not_flagged():
+    """Seen in tmux (QEMU 7.2): an active commit of 4 MiB at 256 KiB/s stood at 100 % for 16 s
+    before it went ready, and its card said 'not converging: the speed limit holds the copy back
+    while the guest keeps writing' (no guest wrote).  QEMU counts the burst when it is copied and
+    sleeps it off (4 MiB / 256 KiB/s) before it looks again; only a job still not ready after that is stuck."""
+    t = JobTracker()
+    speed = 256 * 1024
+    j = _poll(t, 0, 0, 0, speed=speed)  # not counted yet
+    for i in range(1, 5 * 16):  # all copied at once, then 16 s asleep
+        j = _poll(t, i / 5, 4 * MiB, 4 * MiB, speed=speed)
+        c = j.convergence(window=10)
+        assert c is None or c.converging, (i / 5, c)
+    # still not ready well after the limit's sleep: QEMU keeps finding dirty data (QEMU 7.2)
+    for i in range(5 * 16, 5 * 28):
+        j = _poll(t, i / 5, 4 * MiB, 4 * MiB, speed=speed)
+    c = j.convergence(window=10)
+    assert c is not None and not c.converging and "speed limit 256.0 KiB/s holds the copy back" in c.reason
+    # a step of 16 MiB into a 64 MiB mirror at 2 MiB/s: 8 s asleep at the end, not flagged
+    u = JobTracker()
+    for i in range(5 * 40):
+        now = i / 5
+        m = _poll(u, now, min(64 * MiB, int(now // 8 + 1) * 16 * MiB), 64 * MiB)
+        c = m.convergence(window=5)
+        assert now >= 24 + 8 or c is None or c.converging, (now, c)
+    assert not m.convergence(window=5).converging  # 16 s at 100 % after an 8 s sleep: stuck
 
 
 def test_paused_job_has_no_eta_and_qemu10_transient_pause_is_not_paused():

@@ -207,11 +207,13 @@ class Job:
         # Only when QEMU reports new dirty data: the remaining bytes grew or stood still
         # while len grew, or all was copied once for the whole window and it is still not
         # ready: QEMU keeps finding dirty data it does not add to len (QEMU 7.2; with a quiet
-        # guest the job is ready at once).  A throttled job with a quiet guest stands still
-        # between its steps with len unchanged: that is not "not converging".
+        # guest the job is ready at once, a throttled one once its limit has slept off the last
+        # burst).  A throttled job with a quiet guest stands still between its steps with len
+        # unchanged: that is not "not converging".
         dirtied = len_end > len0
         stuck = not self.is_paused and not self.lost and (
-            (rem1 > 0 and rem1 >= rem0 and dirtied) or (rem1 == 0 and rem0 == 0)
+            (rem1 > 0 and rem1 >= rem0 and dirtied)
+            or (rem1 == 0 and rem0 == 0 and (dirtied or not self._sleeping_off_limit()))
         )
         reason = ""
         if stuck:
@@ -223,6 +225,27 @@ class Job:
                 reason = "the guest keeps writing faster than the copy catches up"
         return Convergence(copy_rate=copy, dirty_rate=dirty, trend=trend, remaining=rem1, converging=not stuck,
                            reason=reason)
+
+    def _sleeping_off_limit(self) -> bool:
+        """All copied, and QEMU's speed limit still sleeps off the burst that got it there.
+
+        QEMU counts a burst as done when it is copied, then sleeps burst / limit seconds before it
+        looks again (and goes ready): a 4 MiB active commit at 256 KiB/s sits at 100 % for 16 s with
+        a quiet guest.  That is not dirty data; only a job still not ready after that is.
+        """
+        if not self.speed:
+            return False
+        run = None  # (time, offset) of the first sample of the latest stretch at "all copied"
+        before = 0  # the offset before that stretch (0: the whole job may have been one burst)
+        for t, off, ln in reversed(self.remaining_samples):
+            if ln > 0 and off == ln:
+                run = (t, off)
+                continue
+            before = off
+            break
+        if run is None:
+            return False
+        return self.remaining_samples[-1][0] - run[0] <= (run[1] - before) / self.speed
 
     @property
     def io_error(self) -> bool:
