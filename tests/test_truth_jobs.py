@@ -122,6 +122,39 @@ async def test_stream_whose_qemu_is_killed_midway_is_lost(lab):
     same(lab, paths[-1], ref)  # a killed stream loses nothing the guest had
 
 
+async def test_quit_does_not_say_a_lost_job_still_runs(lab):
+    """Seen in tmux after kill -9 of a VM: q asked 'Quit chaintui? 1 job chaintui started still runs:
+    mirror-virtio-disk0-1 ... They go on inside QEMU' about the job of the dead QEMU."""
+    paths, ref, q = start_lab(lab)
+    b_paths, b_ref, qb = start_lab(lab, prefix="b")
+    async with running_app([str(q.qmp), str(qb.qmp)], size=(120, 40)) as (app, pilot):
+        hub = app.hub
+        await until(pilot, lambda: len(hub.all_drives()) == 2, what="two drives")
+        jobs = []
+        for s in (q.qmp.name, qb.qmp.name):
+            app.launch(ops.plan_stream(hub.drive(s, "drive0"), None, "64K", "stream-drive0-1"))
+            jobs.append(await until(pilot, lambda: hub.tracker.get(s, "stream-drive0-1")))
+        dead, live = jobs
+        await until(pilot, lambda: dead.active and live.active, what="both streams running")
+        q.proc.send_signal(signal.SIGKILL)
+        q.proc.wait()
+        await until(pilot, lambda: "LOST" in card_text(app, dead), what="the card says LOST")
+        await press(pilot, "q")
+        confirm = await dialog(pilot, app, ConfirmDialog)
+        body = str(confirm.query_one("#confirm-body").render())
+        assert "1 job chaintui started still runs: stream-drive0-1." in body  # the live QEMU's only
+        await press(pilot, "n")
+        await hub.set_speed(qb.qmp.name, live.id, 0)
+        await until(pilot, lambda: live.finished, timeout=60)
+        assert dead.lost and not dead.finished
+        await press(pilot, "q")  # nothing known to run: no question
+        await until(pilot, lambda: not app.is_running or app.return_code == 0, what="quit at once")
+        assert not isinstance(app.screen, ConfirmDialog)
+    qb.stop()
+    same(lab, paths[-1], ref)  # the killed stream lost nothing the guest had
+    same(lab, b_paths[-1], b_ref)
+
+
 async def test_job_keys_act_only_on_the_picked_drive_and_name_job_drive_and_qemu(lab):
     a_paths, a_ref, qa = start_lab(lab, prefix="a")
     b_paths, b_ref, qb = start_lab(lab, prefix="b")

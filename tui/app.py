@@ -261,7 +261,9 @@ class ChainApp(App[int]):
         self.request_quit()
 
     def request_quit(self) -> None:
-        ours = [j for j in self.hub.tracker.jobs.values() if j.started_by_us and j.active]
+        # a lost job's QEMU does not answer: nobody can say it still runs (seen: the dialog said a job
+        # of a killed QEMU 'still runs' and 'goes on inside QEMU')
+        ours = [j for j in self.hub.tracker.jobs.values() if j.started_by_us and j.active and not j.lost]
         if not ours:
             self.exit(0)
             return
