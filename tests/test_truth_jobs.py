@@ -41,6 +41,18 @@ async def start_mirror(app, pilot, target, speed: str):
     return s, await until(pilot, lambda: job(app, "mirror-drive0-1"))
 
 
+async def stream_on_each(app, pilot, qemus, speed: str) -> list[Job]:
+    """A throttled flattening stream ``stream-drive0-1`` on drive0 of each QEMU: their jobs, once known."""
+    hub = app.hub
+    await until(pilot, lambda: len(hub.all_drives()) == len(qemus), what="the drives")
+    jobs = []
+    for q in qemus:
+        s = q.qmp.name
+        app.launch(ops.plan_stream(hub.drive(s, "drive0"), None, speed, "stream-drive0-1"))
+        jobs.append(await until(pilot, lambda: hub.tracker.get(s, "stream-drive0-1")))
+    return jobs
+
+
 async def test_commit_refused_for_the_write_lock_shows_a_failed_card(lab):
     """Another QEMU process holds the base: QEMU fails the active commit with its reason."""
     paths, ref, q = start_lab(lab)
@@ -129,12 +141,7 @@ async def test_quit_does_not_say_a_lost_job_still_runs(lab):
     b_paths, b_ref, qb = start_lab(lab, prefix="b")
     async with running_app([str(q.qmp), str(qb.qmp)], size=(120, 40)) as (app, pilot):
         hub = app.hub
-        await until(pilot, lambda: len(hub.all_drives()) == 2, what="two drives")
-        jobs = []
-        for s in (q.qmp.name, qb.qmp.name):
-            app.launch(ops.plan_stream(hub.drive(s, "drive0"), None, "64K", "stream-drive0-1"))
-            jobs.append(await until(pilot, lambda: hub.tracker.get(s, "stream-drive0-1")))
-        dead, live = jobs
+        dead, live = await stream_on_each(app, pilot, [q, qb], "64K")
         await until(pilot, lambda: dead.active and live.active, what="both streams running")
         q.proc.send_signal(signal.SIGKILL)
         q.proc.wait()
@@ -262,11 +269,7 @@ async def test_moving_cards_repaint_the_lines_that_changed_and_show_what_the_job
     b_paths, b_ref, qb = start_lab(lab, prefix="b")
     async with running_app([str(q.qmp), str(qb.qmp)], size=(120, 50)) as (app, pilot):
         hub = app.hub
-        await until(pilot, lambda: len(hub.all_drives()) == 2, what="two drives")
-        jobs = []
-        for s in (q.qmp.name, qb.qmp.name):
-            app.launch(ops.plan_stream(hub.drive(s, "drive0"), None, "256K", "stream-drive0-1"))
-            jobs.append(await until(pilot, lambda: hub.tracker.get(s, "stream-drive0-1")))
+        jobs = await stream_on_each(app, pilot, [q, qb], "256K")
         panel = main(app).query_one("#jobs", JobsPanel)
         await until(pilot, lambda: all(j.key in panel.visible_keys() for j in jobs), what="both cards")
         assert panel.scrollable_content_region.height >= 4  # both cards whole
