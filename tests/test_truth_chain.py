@@ -280,6 +280,59 @@ async def test_leftover_after_active_commit_on_libvirt_vm_shown_and_closed(lab, 
     same(lab, vm.disks[0][1], vm.refs[0])
 
 
+async def test_old_chains_a_flatten_and_a_pivot_leave_open_are_the_drives_leftovers_not_drives(lab, hub, libvirt_vm):
+    """-blockdev nodes stay open after a flatten (the old images below) and a mirror's pivot (the
+    old chain): they share nothing with the chain now, and were shown as drives of their own
+    ("libvirt-2-format · 3 images", "6 drives" for 2 disks). They are the leftovers of the drive
+    that had them; closing them leaves QEMU without them."""
+    from tui.backend import ops
+
+    vm = libvirt_vm
+    s = (await connect(hub, vm.q, drives=2)).name
+    d0 = hub.drive(s, "virtio-disk0")
+    plan = ops.plan_stream(d0, None, None, hub.new_job_id("stream", d0))
+    await hub.run_plan(plan)
+    await hub.wait_job(s, plan.job_ids[0], lambda j: j.finished)
+    await hub.settle(s)
+    await hub.refresh(s)
+    assert sorted(d.name for d in hub.drives[s]) == ["virtio-disk0", "virtio-disk1"]
+    d0 = hub.drive(s, "virtio-disk0")
+    assert [i.label for i in d0.images] == ["d0-D.qcow2"]
+    [left] = d0.leftovers
+    assert left.labels == ("d0-C.qcow2", "d0-B.qcow2", "d0-A.qcow2")
+    # the image graph says they are still open in QEMU (not "on disk only": they cannot be deleted yet)
+    from tui.backend.usage import Usage
+
+    graph = Usage(hub).graph()
+    assert graph.describe(str(vm.disks[0][2].resolve())) == f"left open in {s} by a job of virtio-disk0"
+
+    d1 = hub.drive(s, "virtio-disk1")
+    target = vm.disks[1][-1].with_name("d1-B-mirror.qcow2")
+    plan = ops.plan_mirror(d1, str(target), "qcow2", "full", None, hub.new_job_id("mirror", d1))
+    await hub.run_plan(plan)
+    await hub.wait_job(s, plan.job_ids[0], lambda j: j.ready)
+    await hub.complete(s, plan.job_ids[0])
+    await hub.wait_job(s, plan.job_ids[0], lambda j: j.finished)
+    await hub.settle(s)
+    await hub.refresh(s)
+    assert sorted(d.name for d in hub.drives[s]) == ["virtio-disk0", "virtio-disk1"]
+    d1 = hub.drive(s, "virtio-disk1")
+    assert [i.label for i in d1.images] == ["d1-B-mirror.qcow2"]
+    [old] = d1.leftovers
+    assert old.labels == ("d1-B.qcow2", "d1-A.qcow2")
+
+    for name, leftover in (("virtio-disk0", left), ("virtio-disk1", old)):
+        await hub.run_plan(ops.plan_close_leftover(hub.drive(s, name), leftover, vm.q.qmp.name))
+    await hub.settle(s)
+    await hub.refresh(s)
+    assert not hub.drive(s, "virtio-disk0").leftovers and not hub.drive(s, "virtio-disk1").leftovers
+    names = {n["node-name"] for n in await hub.sessions[s].execute("query-named-block-nodes", {"flat": True})}
+    assert not names & set(left.deletable + old.deletable)
+    vm.q.stop()
+    same(lab, vm.disks[0][-1], vm.refs[0])
+    same(lab, target, vm.refs[1])
+
+
 async def test_leftover_after_active_commit_on_qsd(lab, hub):
     from tui.backend import ops
 

@@ -123,8 +123,9 @@ class Backend(Protocol):
         (class and text of the engine's error), a lost connection NotConnected."""
         ...
 
-    async def read_drives(self, cache: NodeInfoCache) -> tuple[list[Drive], list[JobTarget]]:
-        """The drives with their chains now (and nodes jobs write to outside any chain)."""
+    async def read_drives(self, cache: NodeInfoCache, previous: list[Drive] | None = None) -> tuple[list[Drive], list[JobTarget]]:
+        """The drives with their chains now (and nodes jobs write to outside any chain); ``previous``:
+        the drives as last read."""
         ...
 
     async def read_structure(self) -> tuple[Any, ...] | None:

@@ -190,9 +190,10 @@ def build_drives(
     named_nodes: list[dict[str, Any]],
     drive_of_device: dict[str, str] | None = None,
     exports: list[dict[str, Any]] | None = None,
+    previous: list[Drive] | None = None,
 ) -> tuple[list[Drive], list[JobTarget]]:
     """Turn QEMU's answers into drives (and the targets jobs write to); ``drive_of_device``: see
-    :func:`device_names`."""
+    :func:`device_names`; ``previous``: the drives as last read (see :func:`_attach_leftovers`)."""
     g = _Graph(graph, named_nodes)
     device_of_root = device_names(g, drive_of_device)
     export_of_node = {e["node-name"]: e["id"] for e in exports or [] if e.get("node-name")}
@@ -227,7 +228,7 @@ def build_drives(
         for d in candidates
         if not any(o is not d and o.name == d.name and d.root_node in walked[o.root_node] for o in candidates)
     ]
-    drives = _attach_leftovers(candidates, g)
+    drives = _attach_leftovers(candidates, g, previous or [])
     drives.sort(key=lambda d: d.name)
     _unique_names(drives)
     return drives, targets
@@ -251,40 +252,56 @@ def _drive(session: str, root_name: str, images: list[Image], jobs: list[str],
                  root_node=root_name, jobs=jobs, export=export)
 
 
-def _attach_leftovers(candidates: list[Drive], g: _Graph) -> list[Drive]:
-    """The drives; a root nobody uses (only the monitor holds it) whose chain shares images
-    with a used drive is what a pivot or active commit left behind: a leftover of that drive."""
-    used_nodes = {
-        img.node_name for d in candidates if d.has_device or d.export or d.name != d.device for img in d.images
-    }
+def _attach_leftovers(candidates: list[Drive], g: _Graph, previous: list[Drive]) -> list[Drive]:
+    """The drives; a root nobody uses (only the monitor holds it) is what a job left behind, a
+    leftover of the drive it belonged to: one whose chain shares images with it (an old top after an
+    active commit or a pivot), or one whose chain had its images when last read (the old images below
+    a flatten, the old chain after a mirror's pivot: they share nothing with the chain now)."""
+    named = [d for d in candidates if d.has_device or d.export is not None or d.name != d.device]
+    used_nodes = {img.node_name for d in named for img in d.images}
+    had: dict[str, str] = {}  # node -> the drive that had it in its chain (or left open) when last read
+    for p in previous:
+        for node in [img.node_name for img in p.images] + [n for left in p.leftovers for n in left.nodes]:
+            had.setdefault(node, p.name)
     drives: list[Drive] = []
     leftovers: list[Drive] = []
     for d in candidates:
-        named = d.has_device or d.export is not None or d.name != d.device
-        if not named and any(img.node_name in used_nodes for img in d.images):
+        if d not in named and any(img.node_name in used_nodes or had.get(img.node_name, d.name) != d.name
+                                  for img in d.images):
             leftovers.append(d)
             continue
         drives.append(d)
     for left in leftovers:
-        for owner in drives:
-            mine = {img.node_name for img in owner.images}
-            if not any(img.node_name in mine for img in left.images):
-                continue
-            own = [img for img in reversed(left.images) if img.node_name not in mine]  # top first
-            if not own:
-                continue
-            owner.leftovers.append(
-                Leftover(
-                    node_name=left.root_node,
-                    labels=tuple(img.label for img in own),
-                    files=tuple(img.filename for img in own),
-                    nodes=tuple(img.node_name for img in own),
-                    deletable=tuple(_deletable(own, g)),
-                    held_by_job=left.jobs[0] if left.jobs else None,
-                )
+        owner = _owner(left, drives, had)
+        if owner is None:
+            drives.append(left)  # nobody to give it to: shown as it is, a root of its own
+            continue
+        mine = {img.node_name for img in owner.images}
+        own = [img for img in reversed(left.images) if img.node_name not in mine]  # top first
+        if not own:
+            continue
+        owner.leftovers.append(
+            Leftover(
+                node_name=left.root_node,
+                labels=tuple(img.label for img in own),
+                files=tuple(img.filename for img in own),
+                nodes=tuple(img.node_name for img in own),
+                deletable=tuple(_deletable(own, g)),
+                held_by_job=left.jobs[0] if left.jobs else None,
             )
-            break
+        )
     return drives
+
+
+def _owner(left: Drive, drives: list[Drive], had: dict[str, str]) -> Drive | None:
+    """The drive a leftover root belongs to: the one sharing images with it, else the one that had them."""
+    nodes = {img.node_name for img in left.images}
+    for owner in drives:
+        if any(img.node_name in nodes for img in owner.images):
+            return owner
+    names = {had[n] for n in nodes if n in had} - {left.name}
+    by_name = [d for d in drives if d.name in names]
+    return by_name[0] if len(by_name) == 1 else None
 
 
 def _deletable(own: list[Image], g: _Graph) -> list[str]:

@@ -84,7 +84,7 @@ class StructureWatch:
         cache = self.node_info.setdefault(session, NodeInfoCache())
         old = self.drives.get(session, [])
         before = {d.name: [i.node_name for i in d.images] for d in old}
-        drives, targets = await sess.read_drives(cache)
+        drives, targets = await sess.read_drives(cache, old)
         self._note_chain_changes(session, old, drives)
         self.drives[session] = drives
         self.targets[session] = targets

@@ -70,10 +70,11 @@ class GraphNode:
     target_of: str | None = None  # a job writes to it
     children: list[str] = field(default_factory=list)
     others: list[OtherUse] = field(default_factory=list)
+    left_open: list[str] = field(default_factory=list)  # still open in a QEMU, left by a drive's job
 
     @property
     def in_use(self) -> bool:
-        return bool(self.live) or bool(self.others) or self.target_of is not None
+        return bool(self.live) or bool(self.others) or self.target_of is not None or bool(self.left_open)
 
     @property
     def live_now(self) -> bool:
@@ -171,6 +172,13 @@ class ImageGraph:
                     LiveUse(drive.session, drive.name, img.node_name, img.read_only and i < len(keys) - 1,
                             i == len(keys) - 1, img.job, seen)
                 )
+            for left in drive.leftovers:  # out of the chain, still open in QEMU (o closes them)
+                for file, node_name in zip(left.files, left.nodes):
+                    key = os.path.realpath(file) if file.startswith("/") else f"{drive.session}:{node_name}"
+                    node = nodes.get(key)
+                    if node is None:
+                        node = nodes[key] = GraphNode(key, os.path.basename(file) or node_name, "?", 0, None, None)
+                    node.left_open.append(f"left open in {drive.session} by a job of {drive.name}")
 
     def _add_targets(self, targets: Iterable[tuple[str, JobTarget]]) -> None:
         """Job targets (a mirror's new file): marked with the job that writes them."""
@@ -244,8 +252,8 @@ class ImageGraph:
     def describe(self, key: str) -> str:
         """How an image is used, in a few words: ``drive0@qsd1 rw``, ``on disk only``."""
         node = self.nodes[key]
-        if node.live or node.others:
-            return ", ".join([u.text for u in node.live] + [u.text for u in node.others])
+        if node.live or node.others or node.left_open:
+            return ", ".join([u.text for u in node.live] + [u.text for u in node.others] + node.left_open)
         if node.target_of:
             return f"target of job {node.target_of}"
         return "on disk only"

@@ -261,7 +261,7 @@ class LibvirtSession(LibvirtJobs):
             raise command_error(libvirt, command, exc) from None
 
     # -- Backend: drives -------------------------------------------------
-    async def read_drives(self, cache: NodeInfoCache) -> tuple[list[Drive], list[JobTarget]]:
+    async def read_drives(self, cache: NodeInfoCache, previous: list[Drive] | None = None) -> tuple[list[Drive], list[JobTarget]]:
         libvirt = load_libvirt()
         if not self.connected:
             raise NotConnected(f"{self.name}: not connected to libvirt")

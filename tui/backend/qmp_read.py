@@ -60,7 +60,8 @@ async def read_device_drives(session: Any) -> dict[str, str]:
 READ_TRIES = 3  # reads of a graph that changed while it was being read (a job ending between the answers)
 
 
-async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple[list[Drive], list[JobTarget]]:
+async def read_drives(session: Any, cache: NodeInfoCache | None = None,
+                      previous: list[Drive] | None = None) -> tuple[list[Drive], list[JobTarget]]:
     """Ask a live :class:`~tui.backend.session.QemuSession` and build its drives.
 
     With a cache, a big graph seen for the first time comes back as a sketch (images
@@ -70,14 +71,15 @@ async def read_drives(session: Any, cache: NodeInfoCache | None = None) -> tuple
 
     The answers are separate commands: a job that ends between them leaves a graph with
     its filter and a node list without (so the filter reads as an image, and the drive
-    came out twice under one name).  Answers that disagree are read again.
+    came out twice under one name).  Answers that disagree are read again.  ``previous``: the
+    drives as last read (old images a job left open are given to the drive that had them).
     """
     for attempt in range(READ_TRIES):
         answers = await _read_answers(session, cache)
         if attempt == READ_TRIES - 1 or _agree(*answers[:3]):
             break
     graph, named, exports, devices, guess = answers
-    drives, targets = build_drives(session.name, graph, named or [], devices, exports)
+    drives, targets = build_drives(session.name, graph, named or [], devices, exports, previous)
     if guess is not None:
         drives = disk_names.with_names(drives, await guess)
     return drives, targets

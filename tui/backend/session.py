@@ -217,8 +217,8 @@ class QemuSession:
     def warning(self) -> str | None:
         return address_warning(self.address)
 
-    async def read_drives(self, cache: NodeInfoCache) -> tuple[list[Drive], list[JobTarget]]:
-        return await qmp_read.read_drives(self, cache)
+    async def read_drives(self, cache: NodeInfoCache, previous: list[Drive] | None = None) -> tuple[list[Drive], list[JobTarget]]:
+        return await qmp_read.read_drives(self, cache, previous)
 
     async def read_structure(self) -> tuple[Any, ...]:
         return await qmp_read.read_structure(self, self._structure)
