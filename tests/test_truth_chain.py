@@ -289,13 +289,19 @@ async def test_old_chains_a_flatten_and_a_pivot_leave_open_are_the_drives_leftov
 
     vm = libvirt_vm
     s = (await connect(hub, vm.q, drives=2)).name
+
+    async def run_to_end(plan, pivot: bool = False) -> None:  # type: ignore[no-untyped-def]
+        await hub.run_plan(plan)
+        if pivot:
+            await hub.wait_job(s, plan.job_ids[0], lambda j: j.ready)
+            await hub.complete(s, plan.job_ids[0])
+        await hub.wait_job(s, plan.job_ids[0], lambda j: j.finished)
+        await hub.settle(s)
+        await hub.refresh(s)
+        assert sorted(d.name for d in hub.drives[s]) == ["virtio-disk0", "virtio-disk1"]
+
     d0 = hub.drive(s, "virtio-disk0")
-    plan = ops.plan_stream(d0, None, None, hub.new_job_id("stream", d0))
-    await hub.run_plan(plan)
-    await hub.wait_job(s, plan.job_ids[0], lambda j: j.finished)
-    await hub.settle(s)
-    await hub.refresh(s)
-    assert sorted(d.name for d in hub.drives[s]) == ["virtio-disk0", "virtio-disk1"]
+    await run_to_end(ops.plan_stream(d0, None, None, hub.new_job_id("stream", d0)))
     d0 = hub.drive(s, "virtio-disk0")
     assert [i.label for i in d0.images] == ["d0-D.qcow2"]
     [left] = d0.leftovers
@@ -308,14 +314,7 @@ async def test_old_chains_a_flatten_and_a_pivot_leave_open_are_the_drives_leftov
 
     d1 = hub.drive(s, "virtio-disk1")
     target = vm.disks[1][-1].with_name("d1-B-mirror.qcow2")
-    plan = ops.plan_mirror(d1, str(target), "qcow2", "full", None, hub.new_job_id("mirror", d1))
-    await hub.run_plan(plan)
-    await hub.wait_job(s, plan.job_ids[0], lambda j: j.ready)
-    await hub.complete(s, plan.job_ids[0])
-    await hub.wait_job(s, plan.job_ids[0], lambda j: j.finished)
-    await hub.settle(s)
-    await hub.refresh(s)
-    assert sorted(d.name for d in hub.drives[s]) == ["virtio-disk0", "virtio-disk1"]
+    await run_to_end(ops.plan_mirror(d1, str(target), "qcow2", "full", None, hub.new_job_id("mirror", d1)), pivot=True)
     d1 = hub.drive(s, "virtio-disk1")
     assert [i.label for i in d1.images] == ["d1-B-mirror.qcow2"]
     [old] = d1.leftovers
