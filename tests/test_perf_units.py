@@ -71,3 +71,19 @@ def test_sessions_whose_jobs_are_all_paused_are_polled_once_a_second():
     t.on_poll("q", [info(0, paused=True, status="paused"), dict(info(9), device="s2")], [], now=0.2)
     assert all(poll_due(t.active_for("q"), tick, full=False) for tick in range(1, 11))  # one runs: every tick
     assert poll_due([], 3, full=False)
+
+
+def test_rate_after_a_resume_is_the_copys_pace_not_diluted_by_the_pause():
+    """Seen in tmux: 52 KiB/s for ~10 s after a resume of a stream copying at 128-256 KiB/s."""
+    t = JobTracker()
+    for i in range(10):
+        t.on_poll("q", [info(i * 100)], [], now=i * 0.2)  # 500 B/s
+    job = t.get("q", "s1")
+    assert job.rate == 500
+    for i in range(50):  # paused for 10 s
+        t.on_poll("q", [info(900, paused=True, status="paused")], [], now=2.0 + i * 0.2)
+    assert job.rate == 500  # a paused card keeps the rate it ran at
+    t.on_poll("q", [info(900)], [], now=12.0)  # running again
+    t.on_poll("q", [info(1000)], [], now=12.2)
+    # the pause counted: 600 bytes over 11 s, ~55 B/s; cut out: the steps around it are 0.4 s apart
+    assert 400 < job.rate <= 500, job.rate

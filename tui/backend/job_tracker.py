@@ -217,6 +217,7 @@ class JobTracker:
     @staticmethod
     def _sample(job: Job, offset_before: int, now: float) -> bool:
         """Record progress for rate, sparkline and convergence; True when the card's look changed."""
+        job.note_paused(now)
         last = job.samples[-1] if job.samples else None
         rate = job.rate
         # standing still: a sample every half second lets the rate of a stalled job decay; a

@@ -64,6 +64,7 @@ class Job:
     _rate: float = field(default=0.0, repr=False, compare=False)
     _rate_key: Any = field(default=None, repr=False, compare=False)
     _step_at: float | None = field(default=None, repr=False, compare=False)  # with _rate: the last step's time
+    _paused_at: float | None = field(default=None, repr=False, compare=False)  # seen paused since then
 
     @property
     def key(self) -> tuple[str, str]:
@@ -117,6 +118,21 @@ class Job:
                 yield step
             step = sample
         yield step
+
+    def note_paused(self, now: float) -> None:
+        """Called on every poll: a pause is cut out of the samples' time once the job runs again, so
+        rate and ETA after a resume are the copy's pace, not diluted by the time it stood paused."""
+        if self.is_paused:
+            if self._paused_at is None:
+                self._paused_at = now
+            return
+        if self._paused_at is None:
+            return
+        since, pause = self._paused_at, now - self._paused_at
+        self._paused_at = None
+        self.samples = deque(((t + pause if t <= since else t, o) for t, o in self.samples), maxlen=self.samples.maxlen)
+        self.remaining_samples = deque(((t + pause if t <= since else t, o, n) for t, o, n in self.remaining_samples),
+                                       maxlen=self.remaining_samples.maxlen)
 
     @property
     def rate(self) -> float:
