@@ -491,7 +491,17 @@ def test_paused_job_has_no_eta_and_qemu10_transient_pause_is_not_paused():
 def test_zero_length_job_is_not_100_percent():
     j = Job(id="c", session="q", type="commit")
     j.outcome, j.result = "failed: x", "failed"
-    assert j.progress == 0.0
+    assert j.progress == 0.0 and j.percent == "0%"
+
+
+def test_a_job_short_of_its_end_is_not_100_percent():
+    """Rounded down, in integers: 99.6 % of a running job reads 99 %, 29 % is not 28 %."""
+    j = Job(id="s", session="q", type="stream", length=1000, offset=996)
+    assert j.percent == "99%"
+    j.length, j.offset = 100, 29
+    assert j.percent == "29%"
+    j.offset = 100
+    assert j.percent == "100%"
 
 
 async def test_mirror_cancelled_before_ready_offers_to_delete_its_target(lab):

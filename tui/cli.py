@@ -30,7 +30,7 @@ def job_line(job: Job) -> str:
     speed = f", limit {human_size(job.speed)}/s" if job.speed else ""
     return (
         f"  job {job.id} ({job.type} on {job.drive or '?'}): {job.state_text}, "
-        f"{job.progress:.0%} ({done}){speed}"
+        f"{job.percent} ({done}){speed}"
     )
 
 

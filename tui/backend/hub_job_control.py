@@ -112,7 +112,7 @@ class JobControl:
         job = self._live_job(session, job_id)
         if not job.ready:
             raise ValidationError(
-                f"Job {job_id} is not ready yet ({job.status}, {job.progress:.0%}): "
+                f"Job {job_id} is not ready yet ({job.status}, {job.percent}): "
                 "finish is possible once source and target are in sync",
                 "job",
             )

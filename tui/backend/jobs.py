@@ -104,6 +104,14 @@ class Job:
             return 0.0
         return min(1.0, self.offset / self.length)
 
+    @property
+    def percent(self) -> str:
+        """How far it got as a whole percent, rounded down: ``100%`` only once all is copied (99.6 %
+        of a running job is not done)."""
+        if self.length <= 0:
+            return "0%"
+        return f"{min(100, max(0, self.offset) * 100 // self.length)}%"  # in integers: 29 % is not 28.999…
+
     def _steps_back(self) -> Iterator[tuple[float, int]]:
         """The samples at which the offset changed (the first sample included), newest first.
 
@@ -296,7 +304,7 @@ class Job:
         """Where an unfinished job got to: '40% (6.4 MiB of 16.0 MiB)'."""
         if self.length <= 0:
             return f"{human_size(self.offset)} copied"
-        return f"{self.progress:.0%} ({human_size(self.offset)} of {human_size(self.length)})"
+        return f"{self.percent} ({human_size(self.offset)} of {human_size(self.length)})"
 
     def _touch(self) -> None:
         self.version += 1

@@ -71,7 +71,7 @@ class JobKeys(_Base):
             return
         if not job.ready:
             self.notify(
-                f"{job.id} is not ready ({job.state_text}, {job.progress:.0%}). Only a mirror or an active commit "
+                f"{job.id} is not ready ({job.state_text}, {job.percent}). Only a mirror or an active commit "
                 "that has caught up can be finished; a stream or intermediate commit ends by itself.",
                 title="Not ready",
                 severity="warning",

@@ -98,7 +98,7 @@ def _headline(job: Job, conv: Convergence | None) -> Pieces:
 
 def _progress(job: Job, conv: Convergence | None) -> Pieces:
     """The second line: the bar and how far it got (or why it ended), the pace, the speed limit."""
-    pct = f"{job.progress:>4.0%}" if job.length > 0 else "  --"
+    pct = f"{job.percent:>4}" if job.length > 0 else "  --"
     if job.finished:
         bar_style = {"completed": "good", "failed": "bad", "lost": "bad"}.get(job.result or "", "warn")
     elif job.lost:
