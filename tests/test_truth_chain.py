@@ -300,16 +300,20 @@ async def test_old_chains_a_flatten_and_a_pivot_leave_open_are_the_drives_leftov
         await hub.refresh(s)
         assert sorted(d.name for d in hub.drives[s]) == ["virtio-disk0", "virtio-disk1"]
 
+    from tui.backend.usage import Usage
+
+    usage = Usage(hub)  # it has seen the chains: it says what leaves them
+    usage.note_chains(s)
     d0 = hub.drive(s, "virtio-disk0")
     await run_to_end(ops.plan_stream(d0, None, None, hub.new_job_id("stream", d0)))
+    assert any("no longer used by virtio-disk0: d0-A.qcow2, d0-B.qcow2, d0-C.qcow2 (still open in QEMU: o closes"
+               in e.text for e in hub.log), [e.text for e in hub.log]
     d0 = hub.drive(s, "virtio-disk0")
     assert [i.label for i in d0.images] == ["d0-D.qcow2"]
     [left] = d0.leftovers
     assert left.labels == ("d0-C.qcow2", "d0-B.qcow2", "d0-A.qcow2")
     # the image graph says they are still open in QEMU (not "on disk only": they cannot be deleted yet)
-    from tui.backend.usage import Usage
-
-    graph = Usage(hub).graph()
+    graph = usage.graph()
     assert graph.describe(str(vm.disks[0][2].resolve())) == f"left open in {s} by a job of virtio-disk0"
 
     d1 = hub.drive(s, "virtio-disk1")

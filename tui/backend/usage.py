@@ -226,13 +226,17 @@ class Usage:
                     self.left_by[k] = d.key
         if left_now:
             in_use = {**self.files_of_others(), **self.hub.files_in_use()}
+            # a -blockdev QEMU keeps what a job took out of a chain open (the drive's "left open")
+            still_open = {os.path.realpath(f) for d in drives for left in d.leftovers for f in left.files}
             for name, gone in left_now:
                 free = [k for k in gone if k not in in_use]
                 if not free:
                     continue
                 labels = ", ".join(os.path.basename(k) for k in free)
+                hint = ("still open in QEMU: o closes them, then Delete cleans up" if still_open & set(free)
+                        else "Delete key: clean up")
                 self.hub.note(
-                    f"no longer used by {name}: {labels} (Delete key: clean up)", session, "info",
+                    f"no longer used by {name}: {labels} ({hint})", session, "info",
                     data={"leftovers": free, "drive": name},
                 )
             self._changed()
