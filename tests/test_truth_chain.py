@@ -41,6 +41,31 @@ async def test_two_libvirt_vms_in_one_ui(lab):
         assert graph(app).drive.name == "virtio-disk0"
 
 
+async def test_a_root_no_device_uses_is_not_counted_as_one_of_the_vms_drives(lab, libvirt_vm):
+    """A chain opened in the VM before chaintui came (here by another tool's blockdev-add) and used
+    by no device: the title says '2 drives (+1 detached)', not 3, and its chain box says so."""
+    from qemu.qmp import QMPClient
+
+    extra = lab.make_chain(2, 16 * MiB, prefix="x-", subdir="extra", absolute=True)
+    other = QMPClient("other-tool")
+    await other.connect(str(libvirt_vm.q.spare))
+    await other.execute("blockdev-add", {"driver": "qcow2", "node-name": "extra-format",
+                                         "file": {"driver": "file", "filename": str(extra[-1])}})
+    await other.disconnect()
+    async with running_app([libvirt_vm.qmp]) as (app, pilot):
+        await until(pilot, lambda: len(app.hub.all_drives()) == 3, what="two disks and the extra root")
+        await until(pilot, lambda: "1 QEMU · 2 drives (+1 detached) · 0 jobs" in main(app).sub_title,
+                    what="the title without the extra root")
+        assert graph(app).drive.name == "virtio-disk0"  # the VM's disks first: the loose root is last
+        main(app).query_one("#drives", DrivesPanel).focus()
+        await pilot.press("end")
+        await until(pilot, lambda: graph(app).drive.name == "extra-format", what="the loose root picked")
+        box = main(app).query_one("#chain-box")
+        await until(pilot, lambda: "detached: no device uses it" in str(box.border_title), what="the chain box says so")
+    libvirt_vm.q.stop()
+    same(lab, libvirt_vm.disks[0][-1], libvirt_vm.refs[0])
+
+
 def test_chains_cli_prints_device_ids(libvirt_vm):
     out = subprocess.run([sys.executable, "-m", "tui", "chains", libvirt_vm.qmp], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -18,7 +18,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from .chain import Drive, Image, JobTarget, Leftover, is_pseudo
+from .chain import Drive, Image, JobTarget, Leftover, is_pseudo, unattached
 
 # Nodes QEMU inserts above an image while a job runs; never shown as images.
 FILTER_DRIVERS = frozenset(
@@ -229,7 +229,8 @@ def build_drives(
         if not any(o is not d and o.name == d.name and d.root_node in walked[o.root_node] for o in candidates)
     ]
     drives = _attach_leftovers(candidates, g, previous or [])
-    drives.sort(key=lambda d: d.name)
+    loose = {id(d) for d in drives if unattached(d, drives)}  # (a list being sorted reads as empty)
+    drives.sort(key=lambda d: (id(d) in loose, d.name))  # a VM's disks first, a root no device uses last
     _unique_names(drives)
     return drives, targets
 

@@ -112,6 +112,12 @@ class Drive:
         return not self.has_device and self.export is None and self.name == self.device
 
 
+def unattached(drive: Drive, drives: Any) -> bool:
+    """A root no device or export uses, in a QEMU whose other roots are used (a chain a job left
+    open before chaintui connected, a node added by hand): not one of its disks."""
+    return drive.detached and any(not d.detached for d in drives)
+
+
 def is_pseudo(filename: str) -> bool:
     """QEMU's ``json:{...}`` pseudo file name for an image opened with explicit options:
     no file to point at, compare with or record as a backing file."""

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from ..backend.chain import Drive
+from ..backend.chain import Drive, unattached
 from ..backend.fmt import count
 from ..backend.jobs import Job
 from ..keys import main_bindings
@@ -168,10 +168,13 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
 
     def _update_title(self) -> None:
         running = sum(1 for j in self.jobs if j.running)
-        drives = sum(len(self.drives.get(name, ())) for name in self.sessions)
+        # a VM's root that no device uses (a chain left open before chaintui came) is not one of its drives
+        loose = [d for name in self.sessions for d in self.drives.get(name, ()) if unattached(d, self.drives[name])]
+        drives = sum(len(self.drives.get(name, ())) for name in self.sessions) - len(loose)
         down = sum(1 for s in self.sessions.values() if not s.connected)
         title = f"{len(self.sessions)} QEMU" + (f" ({down} not connected)" if down else "")
-        title += f" · {count(drives, 'drive')} · {count(running, 'job')}"
+        title += f" · {count(drives, 'drive')}" + (f" (+{len(loose)} detached)" if loose else "")
+        title += f" · {count(running, 'job')}"
         if self.sub_title != title:
             self.sub_title = title
 
@@ -199,6 +202,8 @@ class MainScreen(OperationKeys, JobKeys, Screen[None]):
         """The chain box's title: which drive of which QEMU, and whether this is the chain as last seen."""
         sess = self.sessions.get(drive.session)
         title = f"Chain of {drive.name} on {drive.session} · {count(len(drive.images), 'image')}"
+        if unattached(drive, self.drives.get(drive.session, ())):
+            title += " · detached: no device uses it"
         if sess is not None and not sess.connected:
             title += f" · ✗ {sess.state.value}: as last seen"
         elif any(img.partial for img in drive.images):
