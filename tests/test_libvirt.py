@@ -339,6 +339,29 @@ async def test_virsh_job_shows_live_and_ours_shows_in_virsh(vlab):
         await hub.close()
 
 
+async def test_a_domain_gone_between_listing_and_opening_is_skipped_with_its_reason(vlab):
+    """A domain destroyed after the URI's domains were listed (a transient one stopping): opening it
+    fails with libvirt's words as a ConnectFailed, so the hub notes it and opens the others (it used to
+    be an internal error that failed the whole URI, and `chaintui chains` printed nothing)."""
+    from tui.backend.backend import open_backends
+    from tui.backend.errors import ConnectFailed
+
+    a, _, _ = start(vlab)
+    b, _, _ = start(vlab)
+    backends = {s.name: s for s in await open_backends(URI)}
+    stop(b)
+    try:
+        await backends[b].start()
+    except ConnectFailed as exc:
+        assert b in str(exc) and "not found" in str(exc).lower(), exc
+    else:
+        raise AssertionError("a destroyed domain opened")
+    finally:
+        for s in backends.values():
+            await s.close()
+    stop(a)
+
+
 def test_chains_cli(vlab):
     name, _, _ = start(vlab, disks=2)
     env = dict(os.environ, XDG_STATE_HOME=str(vlab.dir / "state"))

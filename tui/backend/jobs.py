@@ -255,7 +255,7 @@ class Job:
 
         QEMU counts a burst as done when it is copied, then sleeps burst / limit seconds before it
         looks again (and goes ready): a 4 MiB active commit at 256 KiB/s sits at 100 % for 16 s with
-        a quiet guest.  That is not dirty data; only a job still not ready after that is.
+        a quiet guest.  That is not dirty data; only a job still not ready well after that is.
         """
         if not self.speed:
             return False
@@ -269,7 +269,9 @@ class Job:
             break
         if run is None:
             return False
-        return self.remaining_samples[-1][0] - run[0] <= (run[1] - before) / self.speed
+        # with room for QEMU's rate-limit slices and a busy host waking it late: a job that really
+        # keeps finding dirty data stays there far longer
+        return self.remaining_samples[-1][0] - run[0] <= (run[1] - before) / self.speed * 1.5 + 2.0
 
     @property
     def io_error(self) -> bool:

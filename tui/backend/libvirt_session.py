@@ -158,8 +158,13 @@ class LibvirtSession(LibvirtJobs):
         conn = self._conn.conn
         if conn is None:
             raise ConnectFailed(f"{self.uri}: connection closed")
-        self.persistent = bool(await asyncio.to_thread(self.dom.isPersistent))
-        self._register(conn)
+        libvirt = load_libvirt()
+        try:
+            self.persistent = bool(await asyncio.to_thread(self.dom.isPersistent))
+            self._register(conn)
+        except libvirt.libvirtError as exc:  # gone since it was listed (destroyed, undefined): not this one
+            self._deregister()
+            raise ConnectFailed(f"{self.name}: {exc.get_error_message()}") from None
         self._conn.add_lifecycle(self._on_lifecycle)  # the domain stopping and starting again
         self._conn.closed_callbacks.append(self._on_conn_closed)
         self.generation += 1
