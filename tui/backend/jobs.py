@@ -251,17 +251,21 @@ class Job:
                            reason=reason)
 
     def _sleeping_off_limit(self) -> bool:
-        """All copied, and QEMU's speed limit still sleeps off the burst that got it there.
+        """All copied, and QEMU's speed limit still sleeps off what got it there.
 
-        QEMU counts a burst as done when it is copied, then sleeps burst / limit seconds before it
-        looks again (and goes ready): a 4 MiB active commit at 256 KiB/s sits at 100 % for 16 s with
-        a quiet guest.  That is not dirty data; only a job still not ready well after that is.
+        QEMU counts a burst as done when it is copied, then sleeps until the bytes copied so far
+        fit the limit before it looks again (and goes ready): a 4 MiB active commit at 256 KiB/s
+        sits at 100 % for up to 16 s with a quiet guest.  That is not dirty data; only a job still
+        not ready well after that is.  The sleep ends at the later of: the last burst over the
+        limit, and everything copied over the limit since the job began (earlier bursts that ran
+        ahead of it are slept off at the end too).
         """
         if not self.speed:
             return False
+        samples = self.remaining_samples
         run = None  # (time, offset) of the first sample of the latest stretch at "all copied"
         before = 0  # the offset before that stretch (0: the whole job may have been one burst)
-        for t, off, ln in reversed(self.remaining_samples):
+        for t, off, ln in reversed(samples):
             if ln > 0 and off == ln:
                 run = (t, off)
                 continue
@@ -269,9 +273,12 @@ class Job:
             break
         if run is None:
             return False
+        # the oldest sample kept (400: a long job's start is gone) and what was copied by then
+        began, done = next(((t, off) for t, off, ln in samples if ln > 0), run)
+        ends = max(run[0] + (run[1] - before) / self.speed, began + (run[1] - done) / self.speed)
         # with room for QEMU's rate-limit slices and a busy host waking it late: a job that really
         # keeps finding dirty data stays there far longer
-        return self.remaining_samples[-1][0] - run[0] <= (run[1] - before) / self.speed * 1.5 + 2.0
+        return samples[-1][0] - run[0] <= (ends - run[0]) * 1.5 + 4.0
 
     @property
     def io_error(self) -> bool:
