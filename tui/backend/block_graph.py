@@ -258,8 +258,7 @@ def _attach_leftovers(candidates: list[Drive], g: _Graph, previous: list[Drive])
     leftover of the drive it belonged to: one whose chain shares images with it (an old top after an
     active commit or a pivot), or one whose chain had its images when last read (the old images below
     a flatten, the old chain after a mirror's pivot: they share nothing with the chain now)."""
-    named = [d for d in candidates if d.has_device or d.export is not None or d.name != d.device]
-    used_nodes = {img.node_name for d in named for img in d.images}
+    used_nodes = {img.node_name for d in candidates if not d.detached for img in d.images}
     had: dict[str, str] = {}  # node -> the drive that had it in its chain (or left open) when last read
     for p in previous:
         for node in [img.node_name for img in p.images] + [n for left in p.leftovers for n in left.nodes]:
@@ -267,8 +266,8 @@ def _attach_leftovers(candidates: list[Drive], g: _Graph, previous: list[Drive])
     drives: list[Drive] = []
     leftovers: list[Drive] = []
     for d in candidates:
-        if d not in named and any(img.node_name in used_nodes or had.get(img.node_name, d.name) != d.name
-                                  for img in d.images):
+        if d.detached and any(img.node_name in used_nodes or had.get(img.node_name, d.name) != d.name
+                              for img in d.images):
             leftovers.append(d)
             continue
         drives.append(d)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .backend import ImageUser
-from .chain import Drive, Image, JobTarget
+from .chain import Drive, Image, JobTarget, is_pseudo
 from .disk_scan import DiskImage
 
 
@@ -88,9 +88,16 @@ class GraphNode:
 
 
 def image_key(session: str, img: Image) -> str:
-    if img.partial or img.pseudo or "://" in img.filename or not img.filename.startswith("/"):
+    if img.partial:
         return f"{session}:{img.node_name}"
-    return os.path.realpath(img.filename)
+    return file_key(session, img.node_name, img.filename)
+
+
+def file_key(session: str, node_name: str, filename: str) -> str:
+    """A file's real path; SESSION:NODE for a node without one (a ``json:`` pseudo name, a URL)."""
+    if is_pseudo(filename) or "://" in filename or not filename.startswith("/"):
+        return f"{session}:{node_name}"
+    return os.path.realpath(filename)
 
 
 def drive_keys(drive: Drive) -> list[str]:
@@ -174,7 +181,7 @@ class ImageGraph:
                 )
             for left in drive.leftovers:  # out of the chain, still open in QEMU (o closes them)
                 for file, node_name in zip(left.files, left.nodes):
-                    key = os.path.realpath(file) if file.startswith("/") else f"{drive.session}:{node_name}"
+                    key = file_key(drive.session, node_name, file)
                     node = nodes.get(key)
                     if node is None:
                         node = nodes[key] = GraphNode(key, os.path.basename(file) or node_name, "?", 0, None, None)
